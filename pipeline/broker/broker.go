@@ -1,0 +1,118 @@
+// Package broker connects flagwatch to a Kafka-protocol cluster through franz-go and
+// provides the embedded single-process broker (kfake with a data dir) that the demo and a
+// one-machine install use. The decision that shapes it: every service talks Kafka over
+// TCP even when the broker is in-process, so the embedded default and tests exercise the
+// same code path as Apache Kafka, Redpanda or MSK.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Default topics.
+const (
+	EventsTopic = "events"
+	DLQTopic    = "events_dlq"
+	AlertsTopic = "flag_alerts"
+)
+
+// Seeds splits a comma-separated broker list ("a:9092,b:9092").
+func Seeds(brokers string) []string {
+	var out []string
+	for _, s := range strings.Split(brokers, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// EnsureTopics creates the topics that do not exist yet (partitions each, replication
+// factor left to the broker's default). An existing topic is not an error.
+func EnsureTopics(ctx context.Context, cl *kgo.Client, partitions int32, topics ...string) error {
+	adm := kadm.NewClient(cl)
+	resp, err := adm.CreateTopics(ctx, partitions, -1, nil, topics...)
+	if err != nil {
+		return fmt.Errorf("create topics %v: %w", topics, err)
+	}
+	for _, r := range resp.Sorted() {
+		if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("create topic %s: %w", r.Topic, r.Err)
+		}
+	}
+	return nil
+}
+
+// Embedded is an in-process Kafka-protocol broker listening on TCP.
+type Embedded struct {
+	cluster *kfake.Cluster
+}
+
+// StartEmbedded starts kfake on addr's port (":9092", "127.0.0.1:0" for any free port).
+// With dataDir set, topics, records and committed offsets survive a restart.
+func StartEmbedded(addr, dataDir string, partitions int32, topics ...string) (*Embedded, error) {
+	_, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("embedded broker address %q: %w", addr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("embedded broker port %q: %w", portStr, err)
+	}
+	opts := []kfake.Opt{
+		kfake.Ports(port),
+		kfake.DefaultNumPartitions(int(partitions)),
+		kfake.AllowAutoTopicCreation(),
+	}
+	if len(topics) > 0 {
+		opts = append(opts, kfake.SeedTopics(partitions, topics...))
+	}
+	if dataDir != "" {
+		opts = append(opts, kfake.DataDir(dataDir))
+	}
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("start embedded broker: %w", err)
+	}
+	return &Embedded{cluster: c}, nil
+}
+
+// Addrs are the broker's listen addresses, usable as seeds.
+func (e *Embedded) Addrs() []string { return e.cluster.ListenAddrs() }
+
+// Cluster exposes kfake for fault injection in tests.
+func (e *Embedded) Cluster() *kfake.Cluster { return e.cluster }
+
+// Close stops the broker, persisting its state when it has a data dir.
+func (e *Embedded) Close() { e.cluster.Close() }
+
+// WaitReachable pings seeds until a metadata request succeeds or ctx ends; services call
+// it at start-up so a broker that is still booting is waited for, not reported as fatal.
+func WaitReachable(ctx context.Context, cl *kgo.Client) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := cl.Ping(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("kafka not reachable: %w", err)
+		case <-time.After(backoff):
+		}
+		if backoff < 2*time.Second {
+			backoff *= 2
+		}
+	}
+}

@@ -1,0 +1,252 @@
+// Package store owns flagwatch's ClickHouse connection and schema: it opens a
+// native-protocol connection from a DSN, creates the database, and applies the numbered
+// migrations embedded in schemas/clickhouse. The decision that shapes it: every statement
+// must run on ClickHouse 18.16 (CI's server) and on current releases, so migrations are
+// templates rendered per server version (LowCardinality where the server has it) and are
+// idempotent (IF NOT EXISTS), which makes running them twice, or from two processes at
+// once, safe.
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/flagwatch/flagwatch/schemas"
+)
+
+// DefaultDSN is used when FLAGWATCH_CLICKHOUSE_DSN is not set.
+const DefaultDSN = "clickhouse://127.0.0.1:9000/flagwatch"
+
+// Conn is the ClickHouse connection type used throughout flagwatch.
+type Conn = driver.Conn
+
+// Open connects to the server in dsn, creates its database if missing, and returns a
+// connection whose default database is that one. It retries until ctx ends so that a
+// service started before ClickHouse waits for it.
+func Open(ctx context.Context, dsn string) (Conn, error) {
+	opts, err := clickhouse.ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse clickhouse dsn: %w", err)
+	}
+	db := opts.Auth.Database
+	if db == "" {
+		db = "default"
+	}
+	boot := *opts
+	boot.Auth.Database = "default"
+	backoff := 100 * time.Millisecond
+	for {
+		err = createDatabase(ctx, &boot, db)
+		if err == nil {
+			break
+		}
+		slog.Warn("clickhouse not ready, retrying", "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("connect to clickhouse: %w", err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+	opts.Auth.Database = db
+	conn, err := clickhouse.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("open clickhouse: %w", err)
+	}
+	if err := conn.Ping(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("ping clickhouse: %w", err)
+	}
+	return conn, nil
+}
+
+func createDatabase(ctx context.Context, opts *clickhouse.Options, db string) error {
+	conn, err := clickhouse.Open(opts)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+quoteIdent(db))
+}
+
+func quoteIdent(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }
+
+// Version is the server's major.minor.
+type Version struct{ Major, Minor int }
+
+// ServerVersion asks the server for its version.
+func ServerVersion(ctx context.Context, conn Conn) (Version, error) {
+	var s string
+	if err := conn.QueryRow(ctx, "SELECT version()").Scan(&s); err != nil {
+		return Version{}, fmt.Errorf("query server version: %w", err)
+	}
+	parts := strings.SplitN(s, ".", 3)
+	var v Version
+	if len(parts) >= 2 {
+		v.Major, _ = strconv.Atoi(parts[0])
+		v.Minor, _ = strconv.Atoi(parts[1])
+	}
+	return v, nil
+}
+
+// Features are the template switches migrations are rendered with.
+type Features struct {
+	// Str is the type for low-cardinality strings (event names, flag keys).
+	Str string
+}
+
+// FeaturesFor picks the column types a server supports. LowCardinality is experimental
+// before 19.x (18.16 needs a setting), so older servers get plain String.
+func FeaturesFor(v Version) Features {
+	if v.Major >= 19 {
+		return Features{Str: "LowCardinality(String)"}
+	}
+	return Features{Str: "String"}
+}
+
+type migration struct {
+	version int
+	name    string
+	body    string
+}
+
+func loadMigrations() ([]migration, error) {
+	entries, err := fs.ReadDir(schemas.ClickHouse, "clickhouse")
+	if err != nil {
+		return nil, fmt.Errorf("read embedded migrations: %w", err)
+	}
+	var ms []migration
+	for _, e := range entries {
+		name := e.Name()
+		num, _, ok := strings.Cut(name, "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("migration %s: name must start with a number and '_'", name)
+		}
+		b, err := fs.ReadFile(schemas.ClickHouse, path.Join("clickhouse", name))
+		if err != nil {
+			return nil, fmt.Errorf("read migration %s: %w", name, err)
+		}
+		ms = append(ms, migration{version: v, name: name, body: string(b)})
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
+	return ms, nil
+}
+
+// statements renders a migration and splits it on ';' at line ends; comments are dropped.
+func (m migration) statements(f Features) ([]string, error) {
+	t, err := template.New(m.name).Option("missingkey=error").Parse(m.body)
+	if err != nil {
+		return nil, fmt.Errorf("parse migration %s: %w", m.name, err)
+	}
+	var buf bytes.Buffer
+	if err := t.Execute(&buf, f); err != nil {
+		return nil, fmt.Errorf("render migration %s: %w", m.name, err)
+	}
+	var out []string
+	var cur strings.Builder
+	for _, line := range strings.Split(buf.String(), "\n") {
+		trimmed := strings.TrimSpace(line)
+		if strings.HasPrefix(trimmed, "--") || trimmed == "" {
+			continue
+		}
+		cur.WriteString(line)
+		cur.WriteByte('\n')
+		if strings.HasSuffix(trimmed, ";") {
+			out = append(out, strings.TrimSuffix(strings.TrimSpace(cur.String()), ";"))
+			cur.Reset()
+		}
+	}
+	if s := strings.TrimSpace(cur.String()); s != "" {
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// Migrate applies the embedded migrations that are not yet recorded in
+// schema_migrations. Each statement is idempotent, so a crash between a statement and the
+// record, or two processes migrating at once, only repeats harmless work.
+func Migrate(ctx context.Context, conn Conn) error {
+	if err := execTolerant(ctx, conn, `CREATE TABLE IF NOT EXISTS schema_migrations (
+    version UInt32, name String, applied_at DateTime DEFAULT now()
+) ENGINE = ReplacingMergeTree ORDER BY version`); err != nil {
+		return fmt.Errorf("create schema_migrations: %w", err)
+	}
+	v, err := ServerVersion(ctx, conn)
+	if err != nil {
+		return err
+	}
+	feats := FeaturesFor(v)
+	ms, err := loadMigrations()
+	if err != nil {
+		return err
+	}
+	applied := map[int]bool{}
+	rows, err := conn.Query(ctx, "SELECT DISTINCT version FROM schema_migrations")
+	if err != nil {
+		return fmt.Errorf("read schema_migrations: %w", err)
+	}
+	for rows.Next() {
+		var ver uint32
+		if err := rows.Scan(&ver); err != nil {
+			rows.Close()
+			return fmt.Errorf("scan schema_migrations: %w", err)
+		}
+		applied[int(ver)] = true
+	}
+	rows.Close()
+	for _, m := range ms {
+		if applied[m.version] {
+			continue
+		}
+		stmts, err := m.statements(feats)
+		if err != nil {
+			return err
+		}
+		for _, s := range stmts {
+			if err := execTolerant(ctx, conn, s); err != nil {
+				return fmt.Errorf("migration %s: %w", m.name, err)
+			}
+		}
+		if err := record(ctx, conn, m); err != nil {
+			return fmt.Errorf("record migration %s: %w", m.name, err)
+		}
+		slog.Info("applied migration", "name", m.name)
+	}
+	return nil
+}
+
+// execTolerant runs DDL, treating "already exists" from a concurrent migrator as success:
+// CREATE … IF NOT EXISTS is not atomic across two clients on every server version.
+func execTolerant(ctx context.Context, conn Conn, stmt string) error {
+	err := conn.Exec(ctx, stmt)
+	var ex *clickhouse.Exception
+	if errors.As(err, &ex) && (ex.Code == 57 || ex.Code == 82) { // TABLE_ALREADY_EXISTS, DATABASE_ALREADY_EXISTS
+		return nil
+	}
+	return err
+}
+
+func record(ctx context.Context, conn Conn, m migration) error {
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO schema_migrations (version, name)")
+	if err != nil {
+		return err
+	}
+	if err := b.Append(uint32(m.version), m.name); err != nil {
+		return err
+	}
+	return b.Send()
+}

@@ -1,0 +1,47 @@
+package store_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/flagwatch/flagwatch/pipeline/store"
+	"github.com/flagwatch/flagwatch/pipeline/store/chtest"
+)
+
+// Migrations are applied at start-up by every service, so they must be safe to run twice
+// and from several processes at once.
+func TestMigrateTwiceAndConcurrently(t *testing.T) {
+	dsn, conn := chtest.DB(t)
+	ctx := context.Background()
+	require.NoError(t, store.Migrate(ctx, conn))
+
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := store.Open(ctx, dsn)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer c.Close()
+			errs[i] = store.Migrate(ctx, c)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+	var tables uint64
+	require.NoError(t, conn.QueryRow(ctx,
+		"SELECT count() FROM system.tables WHERE database = currentDatabase() AND name IN ('events','exposures','assignments','assignments_mv')").Scan(&tables))
+	require.Equal(t, uint64(4), tables)
+	var distinct, total uint64
+	require.NoError(t, conn.QueryRow(ctx, "SELECT uniqExact(version), count() FROM schema_migrations FINAL").Scan(&distinct, &total))
+	require.Equal(t, distinct, total, "each migration recorded once after FINAL")
+}
