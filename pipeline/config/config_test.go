@@ -1,0 +1,255 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestLoadBadConfigs(t *testing.T) {
+	for file, want := range map[string]string{
+		"unknown_key.yaml":          `testdata/unknown_key.yaml:15: flags[0].metrics[1]: unknown key "evnt"`,
+		"unknown_key_flow.yaml":     `testdata/unknown_key_flow.yaml:5: flags[0].metrics[1]: unknown key "evnt"`,
+		"unknown_top_key.yaml":      `testdata/unknown_top_key.yaml:3: unknown key "flag"`,
+		"repeated_key.yaml":         `testdata/repeated_key.yaml:4: flags[0]: key "control" repeated (first at line 3)`,
+		"bad_kind.yaml":             `testdata/bad_kind.yaml:5: flags[0].metrics[0].kind: unknown kind "conversions" (want conversion, count, sum or ratio)`,
+		"bad_goal.yaml":             `testdata/bad_goal.yaml:2: core_metrics[0].goal: unknown goal "down" (want increase or decrease)`,
+		"split_sum.yaml":            `testdata/split_sum.yaml:4: flags[0].split: shares sum to 0.9, want 1`,
+		"split_no_control.yaml":     `testdata/split_no_control.yaml:4: flags[0].split: has no share for the control variant "baseline"`,
+		"duplicate_flag.yaml":       `testdata/duplicate_flag.yaml:6: flags[2].key: duplicate flag "new-checkout" (first at line 2)`,
+		"duplicate_metric.yaml":     `testdata/duplicate_metric.yaml:5: flags[0].metrics[1].name: duplicate metric "purchase" (first at line 4)`,
+		"ratio_no_denominator.yaml": `testdata/ratio_no_denominator.yaml:4: flags[0].metrics[0]: kind ratio needs denominator`,
+		"sum_no_property.yaml":      `testdata/sum_no_property.yaml:2: core_metrics[0]: kind sum needs property`,
+		"bad_duration.yaml":         `testdata/bad_duration.yaml:2: defaults.pre_period: invalid duration "7 days" (want e.g. 90m, 36h or 7d)`,
+		"zero_window.yaml":          `testdata/zero_window.yaml:4: flags[0].metrics[0].window: must be > 0, got 0s`,
+		"syntax.yaml":               `testdata/syntax.yaml:1: invalid YAML: did not find expected '-' indicator`,
+		"bad_alpha.yaml": `testdata/bad_alpha.yaml:2: defaults.alpha: must be between 0 and 1 (exclusive), got 1.5
+testdata/bad_alpha.yaml:3: defaults.min_users_per_variant: must be >= 1, got 0`,
+		"wrong_type.yaml": `testdata/wrong_type.yaml:2: defaults.alpha: want a number, got "high"
+testdata/wrong_type.yaml:5: flags[0].segments: want a list, got "plan"`,
+		"guardrail.yaml": `testdata/guardrail.yaml:2: core_metrics[0].guardrail: needs exactly one of max_increase or max_decrease
+testdata/guardrail.yaml:3: core_metrics[1].guardrail.max_increase: must be > 0, got -0.1
+testdata/guardrail.yaml:4: core_metrics[2].goal: goal increase contradicts the guardrail, which treats an increase as harm`,
+		"bad_rollback.yaml": `testdata/bad_rollback.yaml:4: flags[0].rollback.webhook.url: want an http or https URL, got "hooks.example.com/flagwatch"
+testdata/bad_rollback.yaml:4: flags[0].rollback.webhook.secret_env: want the name of an environment variable, got "ROLLBACK-SECRET"
+testdata/bad_rollback.yaml:5: flags[0].rollback.posthog.flag_id: want PostHog's numeric flag id (> 0), got 0`,
+	} {
+		t.Run(file, func(t *testing.T) {
+			m, err := Load(filepath.Join("testdata", file))
+			require.Nil(t, m)
+			require.EqualError(t, err, want)
+		})
+	}
+}
+
+func TestErrorCarriesPosition(t *testing.T) {
+	_, err := Load("testdata/unknown_key.yaml")
+	var e *Error
+	require.ErrorAs(t, err, &e)
+	require.Equal(t, Error{File: "testdata/unknown_key.yaml", Line: 15, Path: "flags[0].metrics[1]", Msg: `unknown key "evnt"`}, *e)
+}
+
+// TestLoadSpecExample parses the monitors file of SPEC §6 verbatim.
+func TestLoadSpecExample(t *testing.T) {
+	m, err := Load("testdata/spec.yaml")
+	require.NoError(t, err)
+
+	week := 7 * 24 * time.Hour
+	pageviews := Metric{Name: "pageviews", Kind: Count, Event: "$pageview", Window: week, Goal: Increase}
+	require.Equal(t, DefaultDefaults, m.Defaults)
+	require.Equal(t, []Metric{pageviews}, m.CoreMetrics)
+	require.Equal(t, "testdata/spec.yaml", m.File)
+	require.Equal(t, []Flag{{
+		Key:      "new-checkout",
+		Control:  "control",
+		Split:    Split{{"control", 0.5}, {"test", 0.5}},
+		Segments: []string{"$geoip_country_code", "plan"},
+		Metrics: []Metric{
+			pageviews,
+			{Name: "purchase conversion", Kind: Conversion, Event: "purchase", Window: week, Goal: Increase},
+			{Name: "revenue per user", Kind: Sum, Event: "purchase", Property: "revenue", Window: week, Goal: Increase},
+			{Name: "revenue per order", Kind: Ratio,
+				Numerator:   &Measure{Event: "purchase", Property: "revenue"},
+				Denominator: &Measure{Event: "purchase"},
+				Window:      week, Goal: Increase},
+			{Name: "errors per user", Kind: Count, Event: "$exception", Window: week, Goal: Decrease,
+				Guardrail: &Guardrail{MaxIncrease: 0.30}},
+		},
+		Rollback: &Rollback{
+			Webhook: &Webhook{URL: "https://hooks.example.com/flagwatch", SecretEnv: "ROLLBACK_HMAC_SECRET"},
+			PostHog: &PostHog{Host: "https://us.posthog.com", ProjectID: "1", FlagID: 42, APIKeyEnv: "POSTHOG_API_KEY"},
+		},
+		SlackChannel: "#checkout",
+		Declared:     true,
+	}}, m.Flags)
+}
+
+func TestDefaultsAppliedToAbsentKeysOnly(t *testing.T) {
+	m, err := Parse([]byte(`
+defaults: {window: 3d, slack_channel: "#exp", segments: [plan]}
+core_metrics: []
+flags:
+  - key: a
+    metrics:
+      - {name: errors, kind: count, event: $exception, guardrail: {max_decrease: 0.1}}
+      - {name: crashes, kind: count, event: crash, guardrail: {max_increase: 0.1}}
+      - {name: slow, kind: count, event: slow, window: 1h, goal: decrease}
+  - key: b
+    segments: []
+    slack_channel: "#b"
+`), "f.yaml")
+	require.NoError(t, err)
+	require.Equal(t, 3*24*time.Hour, m.Defaults.Window)
+	require.Equal(t, 0.05, m.Defaults.Alpha)
+	require.Empty(t, m.CoreMetrics, "an explicit empty core_metrics disables the built-in one")
+
+	a := m.Flags[0]
+	require.Equal(t, []string{"plan"}, a.Segments)
+	require.Equal(t, "#exp", a.SlackChannel)
+	require.Equal(t, "", a.Control, "no control and no split: chosen from exposures by ForFlag")
+	require.Equal(t, Increase, a.Metrics[0].Goal, "max_decrease guards a metric meant to rise")
+	require.Equal(t, Decrease, a.Metrics[1].Goal, "max_increase guards a metric meant to fall")
+	require.Equal(t, 3*24*time.Hour, a.Metrics[0].Window)
+	require.Equal(t, time.Hour, a.Metrics[2].Window)
+	require.Equal(t, Decrease, a.Metrics[2].Goal)
+
+	b := m.Flags[1]
+	require.Empty(t, b.Segments)
+	require.Equal(t, "#b", b.SlackChannel)
+}
+
+func TestFlagMetricReplacesCoreMetricOfSameName(t *testing.T) {
+	m, err := Parse([]byte(`
+core_metrics:
+  - {name: pageviews, kind: count, event: $pageview}
+  - {name: signups, kind: conversion, event: signup}
+flags:
+  - key: a
+    metrics:
+      - {name: purchase, kind: conversion, event: purchase}
+      - {name: pageviews, kind: count, event: $pageview, window: 1d, guardrail: {max_decrease: 0.2}}
+`), "f.yaml")
+	require.NoError(t, err)
+	var names []string
+	for _, mt := range m.Flags[0].Metrics {
+		names = append(names, mt.Name)
+	}
+	require.Equal(t, []string{"pageviews", "signups", "purchase"}, names)
+	require.Equal(t, 24*time.Hour, m.Flags[0].Metrics[0].Window)
+	require.NotNil(t, m.Flags[0].Metrics[0].Guardrail)
+	require.Nil(t, m.CoreMetrics[0].Guardrail, "core metrics are not modified")
+}
+
+func TestAnchorsAndMergeKeys(t *testing.T) {
+	m, err := Load("testdata/anchors.yaml")
+	require.NoError(t, err)
+	got := m.Flags[0].Metrics[1]
+	require.Equal(t, Metric{Name: "purchases 3d", Kind: Count, Event: "purchase", Window: 3 * 24 * time.Hour, Goal: Increase}, got)
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	t.Run("default path absent: auto-discovery", func(t *testing.T) {
+		t.Chdir(t.TempDir())
+		m, err := Load(DefaultPath)
+		require.NoError(t, err)
+		require.Empty(t, m.Flags)
+		require.Equal(t, "", m.File)
+		require.Equal(t, DefaultDefaults, m.Defaults)
+		require.Equal(t, "pageviews", m.CoreMetrics[0].Name)
+		require.Equal(t, 7*24*time.Hour, m.CoreMetrics[0].Window)
+	})
+	t.Run("explicit path absent: error", func(t *testing.T) {
+		_, err := Load("testdata/nope.yaml")
+		require.EqualError(t, err, "read config testdata/nope.yaml: open testdata/nope.yaml: no such file or directory")
+		require.ErrorIs(t, err, os.ErrNotExist)
+	})
+	t.Run("empty file", func(t *testing.T) {
+		m, err := Parse([]byte("# nothing yet\n"), "f.yaml")
+		require.NoError(t, err)
+		require.Equal(t, DefaultDefaults, m.Defaults)
+	})
+}
+
+func TestForFlag(t *testing.T) {
+	m, err := Load("testdata/spec.yaml")
+	require.NoError(t, err)
+
+	declared := m.ForFlag("new-checkout", []string{"test", "control"})
+	require.True(t, declared.Declared)
+	require.Equal(t, "#checkout", declared.SlackChannel)
+	require.Len(t, declared.Metrics, 5)
+
+	for _, tc := range []struct {
+		variants []string
+		control  string
+	}{
+		{[]string{"test", "control"}, "control"},
+		{[]string{"true", "false"}, "false"},
+		{[]string{"b", "a", "c"}, "a"},
+		{nil, "control"},
+	} {
+		f := m.ForFlag("dark-mode", tc.variants)
+		require.Equal(t, tc.control, f.Control, "variants %v", tc.variants)
+		require.False(t, f.Declared)
+		require.Equal(t, "dark-mode", f.Key)
+		require.Equal(t, m.CoreMetrics, f.Metrics)
+		require.Equal(t, "#growth", f.SlackChannel)
+	}
+
+	m, err = Parse([]byte("flags: [{key: beta}]"), "f.yaml")
+	require.NoError(t, err)
+	require.Equal(t, "false", m.ForFlag("beta", []string{"true", "false"}).Control,
+		"a declared flag without control or split takes it from exposures")
+}
+
+func TestControlFromSplit(t *testing.T) {
+	m, err := Parse([]byte(`flags: [{key: a, split: {"true": 0.2, "false": 0.8}}, {key: b, split: {x: 0.5, y: 0.5}}]`), "f.yaml")
+	require.NoError(t, err)
+	require.Equal(t, "false", m.Flags[0].Control)
+	require.Equal(t, "x", m.Flags[1].Control, "the first variant of the split")
+}
+
+func TestExpectedSplit(t *testing.T) {
+	f := Flag{Split: Split{{"control", 0.8}, {"test", 0.2}}}
+	require.Equal(t, []float64{0.2, 0.8, 0}, f.ExpectedSplit([]string{"test", "control", "other"}))
+	require.Equal(t, []float64{0.5, 0.5}, (&Flag{}).ExpectedSplit([]string{"a", "b"}))
+}
+
+func TestParseDuration(t *testing.T) {
+	for in, want := range map[string]time.Duration{
+		"7d": 7 * 24 * time.Hour, "14d": 14 * 24 * time.Hour, "0d": 0,
+		"36h": 36 * time.Hour, "90m": 90 * time.Minute, "1h30m": 90 * time.Minute,
+	} {
+		got, err := parseDuration(in)
+		require.NoError(t, err, in)
+		require.Equal(t, want, got, in)
+	}
+	for _, in := range []string{"7 days", "1.5d", "-1d", "d", "7", ""} {
+		_, err := parseDuration(in)
+		require.Error(t, err, in)
+	}
+}
+
+func TestGuardrailLimit(t *testing.T) {
+	limit, harm := (&Guardrail{MaxIncrease: 0.3}).Limit()
+	require.Equal(t, 0.3, limit)
+	require.Equal(t, Increase, harm)
+	limit, harm = (&Guardrail{MaxDecrease: 0.2}).Limit()
+	require.Equal(t, 0.2, limit)
+	require.Equal(t, Decrease, harm)
+}
+
+func TestAllErrorsAreErrors(t *testing.T) {
+	_, err := Load("testdata/bad_rollback.yaml")
+	var n int
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		var ce *Error
+		require.True(t, errors.As(e, &ce))
+		n++
+	}
+	require.Equal(t, 3, n)
+}

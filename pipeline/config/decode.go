@@ -1,0 +1,289 @@
+package config
+
+import (
+	"fmt"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// decoder turns a YAML node tree into the config types, strictly: it knows each
+// struct's keys from its yaml tags, and records the line of every key present so that
+// defaults and validation can tell absent from zero and name the line.
+type decoder struct {
+	file string
+	seen map[string]int // path of every non-null key or list item → its line
+	errs []error
+}
+
+func newDecoder(file string) *decoder {
+	return &decoder{file: file, seen: map[string]int{}}
+}
+
+var (
+	durationType = reflect.TypeFor[time.Duration]()
+	splitType    = reflect.TypeFor[Split]()
+	yamlLine     = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+)
+
+func (d *decoder) fail(line int, path, format string, args ...any) {
+	d.errs = append(d.errs, &Error{File: d.file, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// has reports whether path was present (and not null) in the file.
+func (d *decoder) has(path string) bool {
+	_, ok := d.seen[path]
+	return ok
+}
+
+// line returns the line of path, or of its nearest present ancestor.
+func (d *decoder) line(path string) int {
+	for path != "" {
+		if l, ok := d.seen[path]; ok {
+			return l
+		}
+		path = parent(path)
+	}
+	return 0
+}
+
+// parent strips the last ".key" or "[i]" from path.
+func parent(path string) string {
+	i := strings.LastIndexAny(path, ".[")
+	if i < 0 {
+		return ""
+	}
+	return path[:i]
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// document parses data and decodes its first document into m.
+func (d *decoder) document(data []byte, m *Monitors) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		d.syntax(err)
+		return
+	}
+	if root.Kind == 0 || len(root.Content) == 0 {
+		return // empty file
+	}
+	n := root.Content[0]
+	if isNull(n) {
+		return
+	}
+	d.value(n, reflect.ValueOf(m).Elem(), "")
+}
+
+// syntax reports a YAML parse error with the line the parser gives, which for an
+// unclosed block or flow collection is the line where the collection starts.
+func (d *decoder) syntax(err error) {
+	if g := yamlLine.FindStringSubmatch(err.Error()); g != nil {
+		line, _ := strconv.Atoi(g[1])
+		d.fail(line, "", "invalid YAML: %s", g[2])
+		return
+	}
+	d.fail(0, "", "invalid YAML: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+}
+
+func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	switch {
+	case v.Type() == durationType:
+		d.duration(n, v, path)
+		return
+	case v.Type() == splitType:
+		d.split(n, v, path)
+		return
+	}
+	switch v.Kind() {
+	case reflect.Pointer:
+		p := reflect.New(v.Type().Elem())
+		d.value(n, p.Elem(), path)
+		v.Set(p)
+	case reflect.Struct:
+		d.mapping(n, v, path)
+	case reflect.Slice:
+		d.sequence(n, v, path)
+	default:
+		d.scalar(n, v, path)
+	}
+}
+
+// mapping decodes a YAML mapping into struct v; keys without a yaml tag in v's type
+// are errors. Merge keys (<<: *anchor) are applied first so explicit keys override.
+func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.MappingNode {
+		d.fail(n.Line, path, "want a mapping, got %s", describe(n))
+		return
+	}
+	fields := fieldsOf(v.Type())
+	for _, m := range merged(n) {
+		d.mapping(m, v, path)
+	}
+	first := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		if k.Tag == "!!merge" {
+			continue
+		}
+		if l, dup := first[k.Value]; dup {
+			d.fail(k.Line, path, "key %q repeated (first at line %d)", k.Value, l)
+			continue
+		}
+		first[k.Value] = k.Line
+		idx, ok := fields[k.Value]
+		if !ok {
+			d.fail(k.Line, path, "unknown key %q", k.Value)
+			continue
+		}
+		if isNull(val) {
+			continue
+		}
+		p := join(path, k.Value)
+		d.seen[p] = k.Line
+		d.value(val, v.Field(idx), p)
+	}
+}
+
+// merged returns the mappings named by n's merge keys.
+func merged(n *yaml.Node) []*yaml.Node {
+	var out []*yaml.Node
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Tag != "!!merge" {
+			continue
+		}
+		val := n.Content[i+1]
+		if val.Kind == yaml.SequenceNode {
+			out = append(out, val.Content...)
+		} else {
+			out = append(out, val)
+		}
+	}
+	for i, m := range out {
+		if m.Kind == yaml.AliasNode {
+			out[i] = m.Alias
+		}
+	}
+	return out
+}
+
+// fieldsOf maps the yaml key of each tagged field of struct type t to its index.
+func fieldsOf(t reflect.Type) map[string]int {
+	out := map[string]int{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if f.IsExported() && name != "" && name != "-" {
+			out[name] = i
+		}
+	}
+	return out
+}
+
+func (d *decoder) sequence(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.SequenceNode {
+		d.fail(n.Line, path, "want a list, got %s", describe(n))
+		return
+	}
+	s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+	for i, item := range n.Content {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		d.seen[p] = item.Line
+		d.value(item, s.Index(i), p)
+	}
+	v.Set(s)
+}
+
+func (d *decoder) scalar(n *yaml.Node, v reflect.Value, path string) {
+	want := map[reflect.Kind]string{
+		reflect.String: "a string", reflect.Bool: "true or false",
+		reflect.Int: "an integer", reflect.Int64: "an integer", reflect.Float64: "a number",
+	}[v.Kind()]
+	if n.Kind != yaml.ScalarNode {
+		d.fail(n.Line, path, "want %s, got %s", want, describe(n))
+		return
+	}
+	if v.Kind() == reflect.String {
+		v.SetString(n.Value)
+		return
+	}
+	if err := n.Decode(v.Addr().Interface()); err != nil {
+		d.fail(n.Line, path, "want %s, got %s", want, describe(n))
+	}
+}
+
+func (d *decoder) duration(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.ScalarNode {
+		d.fail(n.Line, path, "want a duration, got %s", describe(n))
+		return
+	}
+	dur, err := parseDuration(n.Value)
+	if err != nil {
+		d.fail(n.Line, path, "invalid duration %q (want e.g. 90m, 36h or 7d)", n.Value)
+		return
+	}
+	v.SetInt(int64(dur))
+}
+
+// split decodes {variant: weight, …} keeping the file order.
+func (d *decoder) split(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.MappingNode {
+		d.fail(n.Line, path, "want a mapping of variant to share, got %s", describe(n))
+		return
+	}
+	var s Split
+	first := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		if l, dup := first[k.Value]; dup {
+			d.fail(k.Line, path, "variant %q repeated (first at line %d)", k.Value, l)
+			continue
+		}
+		first[k.Value] = k.Line
+		p := join(path, k.Value)
+		d.seen[p] = k.Line
+		var w float64
+		d.scalar(val, reflect.ValueOf(&w).Elem(), p)
+		s = append(s, Share{Variant: k.Value, Weight: w})
+	}
+	v.Set(reflect.ValueOf(s))
+}
+
+// parseDuration accepts Go durations ("36h", "90m") and whole days ("7d").
+func parseDuration(s string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.ParseUint(days, 10, 16)
+		if err != nil {
+			return 0, fmt.Errorf("parse days %q: %w", s, err)
+		}
+		return time.Duration(n) * day, nil
+	}
+	return time.ParseDuration(s)
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	default:
+		return strconv.Quote(n.Value)
+	}
+}

@@ -1,0 +1,263 @@
+package config
+
+import (
+	"fmt"
+	"math"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// splitTolerance is how far a split's weights may sum from 1.
+const splitTolerance = 1e-6
+
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// invalid records a validation error at path, on the line of path or its nearest
+// present ancestor.
+func (d *decoder) invalid(path, format string, args ...any) {
+	d.fail(d.line(path), path, format, args...)
+}
+
+// validate checks every value of m after defaults are applied.
+func (d *decoder) validate(m *Monitors) {
+	d.checkDefaults(&m.Defaults)
+	d.checkMetrics(m.CoreMetrics, "core_metrics")
+	first := map[string]string{}
+	for i := range m.Flags {
+		path := fmt.Sprintf("flags[%d]", i)
+		f := &m.Flags[i]
+		d.checkFlag(f, path)
+		if f.Key == "" {
+			continue
+		}
+		if prev, dup := first[f.Key]; dup {
+			d.invalid(path+".key", "duplicate flag %q (first at line %d)", f.Key, d.line(prev))
+			continue
+		}
+		first[f.Key] = path
+	}
+}
+
+func (d *decoder) checkDefaults(df *Defaults) {
+	const p = "defaults"
+	if !(df.Alpha > 0 && df.Alpha < 1) {
+		d.invalid(p+".alpha", "must be between 0 and 1 (exclusive), got %g", df.Alpha)
+	}
+	if !(df.SequentialTuning > 0) {
+		d.invalid(p+".sequential_tuning", "must be > 0, got %g", df.SequentialTuning)
+	}
+	if df.MinUsersPerVariant < 1 {
+		d.invalid(p+".min_users_per_variant", "must be >= 1, got %d", df.MinUsersPerVariant)
+	}
+	d.checkNonNegative(p+".min_duration", df.MinDuration)
+	d.checkNonNegative(p+".pre_period", df.PrePeriod)
+	d.checkNonNegative(p+".lateness", df.Lateness)
+	d.checkPositive(p+".window", df.Window)
+	d.checkPositive(p+".stale_after", df.StaleAfter)
+	d.checkSegments(df.Segments, p+".segments")
+}
+
+func (d *decoder) checkPositive(path string, v time.Duration) {
+	if v <= 0 {
+		d.invalid(path, "must be > 0, got %v", v)
+	}
+}
+
+func (d *decoder) checkNonNegative(path string, v time.Duration) {
+	if v < 0 {
+		d.invalid(path, "must be >= 0, got %v", v)
+	}
+}
+
+func (d *decoder) checkSegments(segs []string, path string) {
+	seen := map[string]bool{}
+	for i, s := range segs {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		switch {
+		case s == "":
+			d.invalid(p, "segment property is empty")
+		case seen[s]:
+			d.invalid(p, "duplicate segment %q", s)
+		}
+		seen[s] = true
+	}
+}
+
+func (d *decoder) checkFlag(f *Flag, path string) {
+	if f.Key == "" {
+		d.invalid(path, "key is required")
+	}
+	d.checkSplit(f, path)
+	d.checkSegments(f.Segments, path+".segments")
+	d.checkMetrics(f.Metrics, path+".metrics")
+	if f.Rollback != nil {
+		d.checkRollback(f.Rollback, path+".rollback")
+	}
+}
+
+func (d *decoder) checkSplit(f *Flag, path string) {
+	if len(f.Split) == 0 {
+		return
+	}
+	p := path + ".split"
+	if len(f.Split) < 2 {
+		d.invalid(p, "needs at least two variants")
+	}
+	sum := 0.0
+	for _, s := range f.Split {
+		if !(s.Weight > 0 && s.Weight <= 1) {
+			d.invalid(p+"."+s.Variant, "share must be in (0, 1], got %g", s.Weight)
+		}
+		sum += s.Weight
+	}
+	if math.Abs(sum-1) > splitTolerance {
+		d.invalid(p, "shares sum to %g, want 1", sum)
+	}
+	if f.Control != "" && !slices.Contains(f.Split.Variants(), f.Control) {
+		d.invalid(p, "has no share for the control variant %q", f.Control)
+	}
+}
+
+func (d *decoder) checkMetrics(ms []Metric, path string) {
+	first := map[string]string{}
+	for i := range ms {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		d.checkMetric(&ms[i], p)
+		name := ms[i].Name
+		if name == "" {
+			continue
+		}
+		if prev, dup := first[name]; dup {
+			d.invalid(p+".name", "duplicate metric %q (first at line %d)", name, d.line(prev))
+			continue
+		}
+		first[name] = p
+	}
+}
+
+func (d *decoder) checkMetric(mt *Metric, path string) {
+	if mt.Name == "" {
+		d.invalid(path, "name is required")
+	}
+	switch mt.Kind {
+	case Conversion, Count, Sum:
+		d.checkEventMetric(mt, path)
+	case Ratio:
+		d.checkRatioMetric(mt, path)
+	case "":
+		d.invalid(path, "kind is required (conversion, count, sum or ratio)")
+	default:
+		d.invalid(path+".kind", "unknown kind %q (want conversion, count, sum or ratio)", mt.Kind)
+	}
+	d.checkPositive(path+".window", mt.Window)
+	if mt.Goal != Increase && mt.Goal != Decrease {
+		d.invalid(path+".goal", "unknown goal %q (want increase or decrease)", mt.Goal)
+	}
+	if mt.Guardrail != nil {
+		d.checkGuardrail(mt, path+".guardrail")
+	}
+}
+
+func (d *decoder) checkEventMetric(mt *Metric, path string) {
+	if mt.Event == "" {
+		d.invalid(path, "kind %s needs event", mt.Kind)
+	}
+	switch {
+	case mt.Kind == Sum && mt.Property == "":
+		d.invalid(path, "kind sum needs property")
+	case mt.Kind != Sum && mt.Property != "":
+		d.invalid(path+".property", "only kind sum takes a property (use a ratio for per-event averages)")
+	}
+	if mt.Numerator != nil || mt.Denominator != nil {
+		d.invalid(path, "only kind ratio takes numerator and denominator")
+	}
+}
+
+func (d *decoder) checkRatioMetric(mt *Metric, path string) {
+	if mt.Event != "" || mt.Property != "" {
+		d.invalid(path, "kind ratio takes numerator and denominator, not event or property")
+	}
+	for _, side := range []struct {
+		name string
+		m    *Measure
+	}{{"numerator", mt.Numerator}, {"denominator", mt.Denominator}} {
+		switch {
+		case side.m == nil:
+			d.invalid(path, "kind ratio needs %s", side.name)
+		case side.m.Event == "":
+			d.invalid(path+"."+side.name, "event is required")
+		}
+	}
+}
+
+func (d *decoder) checkGuardrail(mt *Metric, path string) {
+	g := mt.Guardrail
+	inc, dec := d.has(path+".max_increase"), d.has(path+".max_decrease")
+	switch {
+	case inc == dec:
+		d.invalid(path, "needs exactly one of max_increase or max_decrease")
+		return
+	case inc && !(g.MaxIncrease > 0):
+		d.invalid(path+".max_increase", "must be > 0, got %g", g.MaxIncrease)
+	case dec && !(g.MaxDecrease > 0):
+		d.invalid(path+".max_decrease", "must be > 0, got %g", g.MaxDecrease)
+	}
+	limit, harmful := g.Limit()
+	if limit > 0 && mt.Goal == harmful {
+		d.invalid(strings.TrimSuffix(path, ".guardrail")+".goal",
+			"goal %s contradicts the guardrail, which treats an %s as harm", mt.Goal, harmful)
+	}
+}
+
+func (d *decoder) checkRollback(r *Rollback, path string) {
+	if r.Webhook == nil && r.PostHog == nil {
+		d.invalid(path, "needs webhook or posthog")
+	}
+	if w := r.Webhook; w != nil {
+		p := path + ".webhook"
+		d.checkHTTPURL(p+".url", w.URL)
+		d.checkEnvVar(p+".secret_env", w.SecretEnv)
+	}
+	if ph := r.PostHog; ph != nil {
+		p := path + ".posthog"
+		d.checkHTTPURL(p+".host", ph.Host)
+		if ph.ProjectID == "" || strings.ContainsAny(ph.ProjectID, "/?#") {
+			d.invalid(p+".project_id", "want a project id, got %q", ph.ProjectID)
+		}
+		if ph.FlagID <= 0 {
+			d.invalid(p+".flag_id", "want PostHog's numeric flag id (> 0), got %d", ph.FlagID)
+		}
+		d.checkEnvVar(p+".api_key_env", ph.APIKeyEnv)
+	}
+}
+
+func (d *decoder) checkHTTPURL(path, s string) {
+	if s == "" {
+		d.invalid(path, "is required")
+		return
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		d.invalid(path, "invalid URL: %v", unwrapURLError(err))
+		return
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		d.invalid(path, "want an http or https URL, got %q", s)
+	}
+}
+
+func unwrapURLError(err error) error {
+	if ue, ok := err.(*url.Error); ok {
+		return ue.Err
+	}
+	return err
+}
+
+func (d *decoder) checkEnvVar(path, name string) {
+	if !envName.MatchString(name) {
+		d.invalid(path, "want the name of an environment variable, got %q", name)
+	}
+}
