@@ -1,0 +1,85 @@
+package stats
+
+import (
+	"fmt"
+	"math"
+	"sort"
+)
+
+// Correction names a multiple-comparison adjustment.
+type Correction string
+
+// Corrections. Holm controls the family-wise error rate and suits the few
+// variant-vs-control comparisons behind a ship/rollback decision;
+// Benjamini–Hochberg controls the false discovery rate and suits the many
+// segments scanned for "where is it failing".
+const (
+	Holm              Correction = "holm"
+	BenjaminiHochberg Correction = "benjamini-hochberg"
+	NoCorrection      Correction = "none"
+)
+
+// ParseCorrection accepts the names above and "bh"; "" means Holm.
+func ParseCorrection(s string) (Correction, error) {
+	switch s {
+	case "", string(Holm):
+		return Holm, nil
+	case "bh", string(BenjaminiHochberg):
+		return BenjaminiHochberg, nil
+	case string(NoCorrection):
+		return NoCorrection, nil
+	}
+	return "", fmt.Errorf("unknown correction %q (want holm, bh or none)", s)
+}
+
+// Adjust returns adjusted p-values in the order of p.
+func (c Correction) Adjust(p []float64) []float64 {
+	switch c {
+	case BenjaminiHochberg:
+		return AdjustBH(p)
+	case NoCorrection:
+		return append([]float64(nil), p...)
+	default:
+		return AdjustHolm(p)
+	}
+}
+
+// ascending returns the indices of p sorted by value.
+func ascending(p []float64) []int {
+	idx := make([]int, len(p))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return p[idx[a]] < p[idx[b]] })
+	return idx
+}
+
+// AdjustHolm is Holm's (1979) step-down adjustment: the i-th smallest p-value
+// (from 0) becomes max over j ≤ i of min(1, (m−j)·p₍ⱼ₎) — R's p.adjust "holm".
+func AdjustHolm(p []float64) []float64 {
+	m := len(p)
+	out := make([]float64, m)
+	running := 0.0
+	for rank, i := range ascending(p) {
+		running = math.Max(running, math.Min(1, float64(m-rank)*p[i]))
+		out[i] = running
+	}
+	return out
+}
+
+// AdjustBH is the Benjamini–Hochberg (1995) step-up adjustment: the i-th
+// smallest p-value (from 1) becomes min over j ≥ i of min(1, m·p₍ⱼ₎/j) — R's
+// p.adjust "BH". Rejecting where the adjusted value is < q controls the FDR
+// at q for independent or positively dependent tests.
+func AdjustBH(p []float64) []float64 {
+	m := len(p)
+	out := make([]float64, m)
+	idx := ascending(p)
+	running := 1.0
+	for rank := m - 1; rank >= 0; rank-- {
+		i := idx[rank]
+		running = math.Min(running, float64(m)*p[i]/float64(rank+1))
+		out[i] = running
+	}
+	return out
+}
