@@ -4,26 +4,26 @@
 -- and groupUniqArray are commutative and idempotent, so the state is the same whatever
 -- the arrival order, lateness or replays of exposures, and it survives restarts and
 -- consumer rebalances because it lives in ClickHouse, not in a consumer's memory.
+-- The state columns carry a _state suffix: ClickHouse resolves an alias before a column of
+-- the same name, so "argMinState(variant, ts_ms) AS variant" would feed the next
+-- aggregate its own result (and 18.16 cannot push into a view over a subquery).
 CREATE TABLE IF NOT EXISTS assignments (
-    flag        {{.Str}},
-    distinct_id String,
-    first_ms    AggregateFunction(min, Int64),
-    variant     AggregateFunction(argMin, String, Int64),
-    variants    AggregateFunction(groupUniqArray, String),
-    properties  AggregateFunction(argMin, String, Int64)
+    flag           {{.Str}},
+    distinct_id    String,
+    first_state    AggregateFunction(min, Int64),
+    variant_state  AggregateFunction(argMin, String, Int64),
+    variants_state AggregateFunction(groupUniqArray, String),
+    props_state    AggregateFunction(argMin, String, Int64)
 ) ENGINE = AggregatingMergeTree
 ORDER BY (flag, distinct_id);
 
--- The inner SELECT renames the source columns: ClickHouse resolves an alias before a
--- column of the same name, so "argMinState(variant, ts_ms) AS variant" followed by
--- "groupUniqArrayState(variant)" would nest one aggregate in another.
 CREATE MATERIALIZED VIEW IF NOT EXISTS assignments_mv TO assignments AS
 SELECT
     flag,
     distinct_id,
-    minState(t)                 AS first_ms,
-    argMinState(v, t)           AS variant,
-    groupUniqArrayState(v)      AS variants,
-    argMinState(p, t)           AS properties
-FROM (SELECT flag, distinct_id, ts_ms AS t, variant AS v, properties AS p FROM exposures)
+    minState(ts_ms)                AS first_state,
+    argMinState(variant, ts_ms)    AS variant_state,
+    groupUniqArrayState(variant)   AS variants_state,
+    argMinState(properties, ts_ms) AS props_state
+FROM exposures
 GROUP BY flag, distinct_id;
