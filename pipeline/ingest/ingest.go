@@ -16,6 +16,7 @@ package ingest
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -29,6 +30,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flagwatch/flagwatch/pipeline/broker"
+	"github.com/flagwatch/flagwatch/pipeline/config"
 	"github.com/flagwatch/flagwatch/pipeline/event"
 	"github.com/flagwatch/flagwatch/pipeline/store"
 )
@@ -67,6 +69,9 @@ type Sink interface {
 
 // Defaults fills unset options.
 func (o *Options) Defaults() {
+	if len(o.Brokers) == 0 {
+		o.Brokers = broker.Seeds(config.DefaultKafkaBrokers)
+	}
 	if len(o.Topics) == 0 {
 		o.Topics = []string{broker.EventsTopic}
 	}
@@ -447,4 +452,20 @@ func serveHTTP(addr string, g prometheus.Gatherer, c *consumer, log *slog.Logger
 		}
 	}()
 	return srv
+}
+
+// RegisterFlags binds the options to command-line flags (each also read from its
+// FLAGWATCH_* environment variable by config.ParseFlags).
+func (o *Options) RegisterFlags(fs *flag.FlagSet) {
+	o.Defaults()
+	fs.Var((*config.List)(&o.Brokers), "kafka-brokers", "Kafka bootstrap brokers, comma-separated")
+	fs.Var((*config.List)(&o.Topics), "topics", "topics to consume, comma-separated")
+	fs.StringVar(&o.Group, "group", o.Group, "consumer group (run more replicas with the same group to scale out)")
+	fs.StringVar(&o.DLQTopic, "dlq-topic", o.DLQTopic, "dead-letter topic for messages that cannot be ingested")
+	fs.StringVar(&o.ClickHouseDSN, "clickhouse-dsn", o.ClickHouseDSN, "ClickHouse native-protocol DSN")
+	fs.IntVar(&o.BatchSize, "batch-size", o.BatchSize, "events per ClickHouse insert")
+	fs.DurationVar(&o.BatchInterval, "batch-interval", o.BatchInterval, "flush a partial batch after this long")
+	fs.IntVar(&o.MaxMessageBytes, "max-message-bytes", o.MaxMessageBytes, "larger messages go to the dead-letter topic")
+	fs.BoolVar(&o.ExitWhenCaughtUp, "exit-when-caught-up", false, "consume to the end offsets seen at start, flush, commit and exit 0")
+	fs.StringVar(&o.ListenAddr, "listen", ":9101", "address for /metrics and /healthz (empty: off)")
 }
