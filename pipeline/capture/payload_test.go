@@ -1,0 +1,90 @@
+package capture
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/base64"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func gzipped(t *testing.T, s string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	_, err := zw.Write([]byte(s))
+	require.NoError(t, err)
+	require.NoError(t, zw.Close())
+	return buf.Bytes()
+}
+
+func TestUnwrapRequest(t *testing.T) {
+	const js = `[{"event":"x"}]`
+	b64 := base64.StdEncoding.EncodeToString
+	cases := []struct {
+		name, target, contentType, encoding string
+		body                                []byte
+	}{
+		{"plain", "/e/", "application/json", "", []byte(js)},
+		{"leading whitespace", "/e/", "", "", []byte("\n  " + js)},
+		{"gzip header", "/e/", "", "gzip", gzipped(t, js)},
+		{"gzip magic", "/e/", "", "", gzipped(t, js)},
+		{"gzip-js hint", "/e/?compression=gzip-js", "text/plain", "", gzipped(t, js)},
+		{"base64 hint", "/e/?compression=base64", "", "", []byte(b64([]byte(js)))},
+		{"raw url base64", "/e/", "", "", []byte(base64.RawURLEncoding.EncodeToString([]byte(js)))},
+		{"base64 of gzip", "/e/", "", "", []byte(b64(gzipped(t, js)))},
+		{"base64 of base64", "/e/", "", "", []byte(b64([]byte(b64([]byte(js)))))},
+		{"form, JSON data", "/e/", "application/x-www-form-urlencoded", "", []byte("data=" + strings.ReplaceAll(js, `"`, "%22"))},
+		{"form, base64 data, compression in form", "/e/", "application/x-www-form-urlencoded", "",
+			[]byte("compression=base64&data=" + b64([]byte(js)))},
+		{"form detected by data= without content type", "/e/", "", "", []byte("data=" + b64([]byte(js)))},
+		{"JSON labelled as form", "/e/", "application/x-www-form-urlencoded", "", []byte(js)},
+		{"query data wins over body", "/e/?data=" + b64([]byte(js)), "", "", []byte("ignored")},
+	}
+	for _, c := range cases {
+		r := httptest.NewRequest("POST", c.target, bytes.NewReader(c.body))
+		r.Header.Set("Content-Type", c.contentType)
+		r.Header.Set("Content-Encoding", c.encoding)
+		got, err := unwrapRequest(r, c.body, 1<<20)
+		require.NoError(t, err, c.name)
+		require.Equal(t, js, string(got), c.name)
+	}
+}
+
+func TestCanonicalUUID(t *testing.T) {
+	for in, want := range map[string]string{
+		"0190A1B2-C3D4-7E5F-8A9B-0C1D2E3F4A5B": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+		"0190a1b2c3d47e5f8a9b0c1d2e3f4a5b":     "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+	} {
+		got, ok := canonicalUUID(in)
+		require.True(t, ok, in)
+		require.Equal(t, want, got)
+	}
+	for _, in := range []string{"", "nope", "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5", "0190a1b2c-3d4-7e5f-8a9b-0c1d2e3f4a5b",
+		"zz90a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"} {
+		_, ok := canonicalUUID(in)
+		require.False(t, ok, in)
+	}
+}
+
+func TestDistinctIDs(t *testing.T) {
+	for raw, want := range map[string]string{
+		`{"distinct_id":"a"}`:                                    "a",
+		`{"distinct_id":23.5}`:                                   "23.5",
+		`{"distinct_id":["a","b"]}`:                              `["a","b"]`,
+		`{"distinct_id":null,"$distinct_id":"d"}`:                "d",
+		`{"properties":{"$distinct_id":"p"}}`:                    "p",
+		`{"distinct_id":"top","properties":{"distinct_id":"p"}}`: "top",
+		`{"distinct_id":"a\u0000b"}`:                             "a\uFFFDb",
+		`{"distinct_id":"` + strings.Repeat("é", 250) + `"}`:     strings.Repeat("é", 200),
+	} {
+		var e inEvent
+		require.NoError(t, e.parse([]byte(raw)), raw)
+		got, err := e.distinctID()
+		require.NoError(t, err, raw)
+		require.Equal(t, want, got, raw)
+	}
+}
