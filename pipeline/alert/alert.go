@@ -120,3 +120,11 @@ func DedupKey(flag, metric string, seg *Segment, decision string) string {
 	b.WriteString(decision)
 	return b.String()
 }
+
+// ValueString is the segment's value, or "" for a whole-property finding.
+func (s *Segment) ValueString() string {
+	if s == nil || s.Value == nil {
+		return ""
+	}
+	return *s.Value
+}

@@ -1,0 +1,59 @@
+# flagwatch — `make help` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+export PATH := $(PATH):/usr/local/go/bin
+# Tests run in parallel packages; 2 cores are the reference machine.
+TEST_FLAGS ?= -count=1 -timeout 14m -p 2
+
+.PHONY: help
+help: ## list targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-16s %s\n", $$1, $$2}'
+
+.PHONY: deps
+deps: ## install ClickHouse, kcat and docker-compose from Debian if missing
+	@scripts/deps.sh
+
+.PHONY: build
+build: ## build the four services into bin/
+	$(GO) build -o bin/ ./cmd/...
+
+.PHONY: demo
+demo: deps build ## the whole story end to end on the embedded default (kfake + local ClickHouse)
+	@scripts/demo.sh
+
+.PHONY: test
+test: deps ## vet, check formatting and compose, and run every test against a real ClickHouse
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+	docker-compose -f deploy/compose/docker-compose.yml config -q
+	scripts/with-clickhouse.sh $(GO) test $(TEST_FLAGS) ./...
+
+.PHONY: lint
+lint: ## gofmt, go vet, go mod tidy check
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))"
+	$(GO) vet ./...
+	$(GO) mod tidy -diff
+
+.PHONY: bench
+bench: bench-ingest bench-analyzer bench-capture bench-go ## every benchmark
+
+.PHONY: bench-go
+bench-go: ## in-process Go benchmarks (statistics, decoding, capture handler)
+	$(GO) test -run '^$$' -bench . -benchmem ./pipeline/stats/ ./pipeline/event/ ./pipeline/capture/
+
+.PHONY: bench-ingest
+bench-ingest: deps ## ingest (with and without the join) vs ClickHouse's Kafka engine on the same topic
+	$(GO) test -run '^$$' -bench BenchmarkIngest -benchtime 1x -timeout 30m -v ./pipeline/ingest/
+
+.PHONY: bench-analyzer
+bench-analyzer: deps ## one analyzer pass vs one plain scan of the events table
+	$(GO) test -run '^$$' -bench BenchmarkAnalyzerPass -benchtime 1x -timeout 60m -v ./pipeline/analyze/
+
+.PHONY: bench-capture
+bench-capture: ## capture under wrk load
+	@scripts/deps.sh --bench
+	pipeline/capture/bench.sh
+
+.PHONY: fuzz
+fuzz: ## fuzz the event decoder for a minute
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./pipeline/event/
