@@ -68,6 +68,9 @@ type Result struct {
 	Alerts        int
 	RollbackCalls int
 	Database      string
+	// DSN and ConfigPath let tests run further passes on the same data.
+	DSN        string
+	ConfigPath string
 }
 
 const hmacSecret = "demo-rollback-secret"
@@ -158,7 +161,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res.Database = db
+	res.Database, res.DSN = db, dsn
 
 	step("starting the embedded Kafka broker (kfake, data in %s)", filepath.Join(o.DataDir, "kafka"))
 	kc, err := broker.StartEmbedded("127.0.0.1:0", filepath.Join(o.DataDir, "kafka"), 4, broker.EventsTopic, broker.AlertsTopic, broker.DLQTopic)
@@ -173,6 +176,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	defer hook.Close()
 	cfgPath := filepath.Join(o.DataDir, "flagwatch.yaml")
+	res.ConfigPath = cfgPath
 	yaml := fmt.Sprintf(monitorsYAML, "http://"+hook.Addr+"/rollback")
 	if o.ExtraMonitors != "" {
 		yaml += o.ExtraMonitors
