@@ -39,7 +39,10 @@ type Flag struct {
 	ExposedFrac float64
 	// LaunchDay and EndDay bound the days exposures happen (EndDay 0 = to the end).
 	LaunchDay, EndDay int
-	Effects           []Effect
+	// ReassignFrac of re-evaluations report a different variant (a flag-evaluation bug
+	// that makes users $multiple).
+	ReassignFrac float64
+	Effects      []Effect
 }
 
 // Config describes the stream.
@@ -152,8 +155,13 @@ func (c Config) userDay(r *rand.Rand, u *user, day int, emit func(Record) error)
 		f := &c.Flags[fi]
 		if _, ok := u.variants[f.Key]; ok || day < f.LaunchDay || (f.EndDay > 0 && day >= f.EndDay) {
 			if ok && (f.EndDay == 0 || day < f.EndDay) && r.Float64() < 0.3 {
-				// Re-evaluations: SDKs report the flag again on later sessions.
-				if err := emit(c.exposure(r, u, f, u.variants[f.Key], t)); err != nil {
+				// Re-evaluations: SDKs report the flag again on later sessions; a buggy
+				// evaluation sometimes reports another variant ($multiple users).
+				v := u.variants[f.Key]
+				if f.ReassignFrac > 0 && r.Float64() < f.ReassignFrac {
+					v = otherVariant(f, v)
+				}
+				if err := emit(c.exposure(r, u, f, v, t)); err != nil {
 					return err
 				}
 			}
@@ -237,6 +245,19 @@ func (u *user) segment(p string) string {
 		return u.plan
 	}
 	return ""
+}
+
+func otherVariant(f *Flag, v string) string {
+	vs := f.Variants
+	if len(vs) == 0 {
+		vs = defaultVariants
+	}
+	for _, x := range vs {
+		if x != v {
+			return x
+		}
+	}
+	return v
 }
 
 func (c Config) exposure(r *rand.Rand, u *user, f *Flag, v string, t time.Time) Record {
