@@ -77,7 +77,9 @@ func TestAnalyzerEndToEndPlantedEffects(t *testing.T) {
 	require.NotNil(t, find(rows, "fast-search", "errors per user", alert.GuardrailBreach, total), "planted +60% errors")
 	require.Equal(t, 1, res.RollbackCalls, "the rollback webhook is called once, signed")
 	require.NotNil(t, find(rows, "new-checkout", "purchase conversion", alert.SegmentDivergence,
-		func(s *analyze.Segment) bool { return s != nil && s.Property == "$geoip_country_code" && s.Value == nil }))
+		func(s *analyze.Segment) bool {
+			return s != nil && s.Property == "$geoip_country_code" && s.Value == nil
+		}))
 	require.NotNil(t, find(rows, "new-checkout", "purchase conversion", alert.Loss,
 		func(s *analyze.Segment) bool { return s != nil && s.ValueString() == "GB" }), "UK purchases fall")
 	tot := find(rows, "new-checkout", "purchase conversion", alert.Inconclusive, total)

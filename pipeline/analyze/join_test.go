@@ -2,9 +2,9 @@ package analyze
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
