@@ -32,6 +32,8 @@ func main() {
 		os.Exit(2)
 	}
 	o.ClickHouseDSN, o.SlackToken, o.SlackWebhook, o.SlackAPIURL = *dsn, token.Reveal(), webhook.Reveal(), *api
+	// The services' start-up chatter (migrations) would bury the story.
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if _, err := demo.Run(ctx, o); err != nil {

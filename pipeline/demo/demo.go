@@ -229,11 +229,25 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	fmt.Fprintf(o.Out, "  rollback webhook calls received (HMAC verified): %d\n", res.RollbackCalls)
 
 	step("notifier: alerts → Slack")
-	alerts, err := notifyAll(ctx, kc.Addrs(), dsn, o)
+	var slack bytes.Buffer
+	so := o
+	so.SlackOut = &slack
+	alerts, err := notifyAll(ctx, kc.Addrs(), dsn, so)
 	if err != nil {
 		return nil, err
 	}
 	res.Alerts = alerts
+	if slack.Len() > 0 {
+		jsonl := filepath.Join(o.DataDir, "slack-messages.jsonl")
+		if err := os.WriteFile(jsonl, slack.Bytes(), 0o644); err != nil {
+			return nil, fmt.Errorf("write slack messages: %w", err)
+		}
+		showSlack(o.Out, slack.Bytes())
+		fmt.Fprintf(o.Out, "  full Block Kit JSON of every message: %s\n", jsonl)
+		if _, err := o.SlackOut.Write(firstPretty(slack.Bytes())); err != nil {
+			return nil, err
+		}
+	}
 
 	step("summary")
 	summary(o.Out, res.Rows)
@@ -393,7 +407,7 @@ func notifyAll(ctx context.Context, seeds []string, dsn string, o Options) (int,
 	if err := <-errc; err != nil {
 		return 0, fmt.Errorf("notifier: %w", err)
 	}
-	fmt.Fprintf(o.Out, "  %d alerts handled (%s)\n", total, map[bool]string{true: "dry run: Block Kit JSON above", false: "posted to Slack"}[opts.DryRun])
+	fmt.Fprintf(o.Out, "  %d alerts handled (%s)\n", total, map[bool]string{true: "dry run — set SLACK_BOT_TOKEN or SLACK_WEBHOOK_URL to post", false: "posted to Slack"}[opts.DryRun])
 	return total, nil
 }
 
@@ -422,4 +436,49 @@ func summary(w io.Writer, rows []analyze.Row) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.Flag, r.Metric, seg, r.Variant, r.N, lift, ci, r.Decision)
 	}
 	_ = tw.Flush()
+}
+
+type slackMsg struct {
+	Channel  string `json:"channel"`
+	ThreadTS string `json:"thread_ts"`
+	Text     string `json:"text"`
+	Blocks   []struct {
+		Type string `json:"type"`
+		Text *struct {
+			Text string `json:"text"`
+		} `json:"text"`
+	} `json:"blocks"`
+}
+
+// showSlack renders the dry-run messages as a person would read them in Slack.
+func showSlack(w io.Writer, jsonl []byte) {
+	for _, line := range bytes.Split(bytes.TrimSpace(jsonl), []byte("\n")) {
+		var m slackMsg
+		if json.Unmarshal(line, &m) != nil {
+			continue
+		}
+		header := m.Text
+		for _, b := range m.Blocks {
+			if b.Type == "header" && b.Text != nil {
+				header = b.Text.Text
+				break
+			}
+		}
+		indent := "  "
+		if m.ThreadTS != "" {
+			indent = "      ↳ "
+		}
+		fmt.Fprintf(w, "%s%-10s %s — %s\n", indent, m.Channel, header, m.Text)
+	}
+}
+
+// firstPretty is the first message's Block Kit JSON, indented, as an example.
+func firstPretty(jsonl []byte) []byte {
+	first, _, _ := bytes.Cut(bytes.TrimSpace(jsonl), []byte("\n"))
+	var v any
+	if json.Unmarshal(first, &v) != nil {
+		return nil
+	}
+	b, _ := json.MarshalIndent(v, "  ", "  ")
+	return append(append([]byte("\n  Block Kit JSON of the first message:\n  "), b...), '\n')
 }
