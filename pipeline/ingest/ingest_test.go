@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -86,8 +87,12 @@ func TestReplayTwiceExactCountsAndPoison(t *testing.T) {
 	all := append(append(append([]*kgo.Record{}, recs[:2500]...), poison), recs[2500:]...)
 	brokertest.Produce(t, cl, broker.EventsTopic, all...)
 
-	o := ingest.Options{Brokers: kc.Addrs(), ClickHouseDSN: dsn, Group: "g1", BatchSize: 700}
+	reg := prometheus.NewRegistry()
+	o := ingest.Options{Brokers: kc.Addrs(), ClickHouseDSN: dsn, Group: "g1", BatchSize: 700, Registerer: reg}
 	run(t, o)
+	require.Equal(t, 1.0, counterSum(t, reg, "flagwatch_ingest_dlq_total"), "DLQ counted by reason")
+	require.Equal(t, 5001.0, counterSum(t, reg, "flagwatch_ingest_records_total"))
+	o.Registerer = nil
 	ev, uniq, exp := counts(t, conn)
 	require.Equal(t, uint64(5000), ev)
 	require.Equal(t, uint64(5000), uniq)
@@ -116,6 +121,24 @@ func TestReplayTwiceExactCountsAndPoison(t *testing.T) {
 		require.Equal(t, string(poison.Value), string(r.Value), "dead-lettered whole and unchanged")
 		require.Equal(t, event.ReasonBadTimestamp, header(r, "flagwatch-dlq-reason"))
 	}
+}
+
+// counterSum adds up a counter family's values over its labels.
+func counterSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			var sum float64
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+			return sum
+		}
+	}
+	t.Fatalf("metric %s not registered", name)
+	return 0
 }
 
 func header(r *kgo.Record, k string) string {
