@@ -5,7 +5,8 @@
 #                                  $FLAGWATCH_CLICKHOUSE_DSN if it does, otherwise a new
 #                                  one started on free ports with its data in a temp dir
 #                                  (Debian's clickhouse-server is installed if missing)
-#                                  (CLICKHOUSE_DIR_FILE=F: write the new server's dir to F)
+#                                  (CLICKHOUSE_DIR_FILE=F: write the new server's dir to F;
+#                                  CLICKHOUSE_WATCH_PID=P: stop it when process P exits)
 #   scripts/clickhouse.sh stop DIR stop the server started in DIR and remove DIR
 #   scripts/clickhouse.sh halt DIR stop it but keep its data; resume DIR starts it again
 #   scripts/clickhouse.sh install  install clickhouse-server (and client) if missing
@@ -78,6 +79,12 @@ start_server() {
     if answers 127.0.0.1 "$tcp"; then
       echo "$dir" > "$dir/dir"
       log "started ClickHouse on 127.0.0.1:$tcp (data in $dir; stop with: $0 stop $dir)"
+      # A test process that is killed cannot run its cleanup: with CLICKHOUSE_WATCH_PID
+      # set, a watchdog stops the server once that process is gone.
+      if [ -n "${CLICKHOUSE_WATCH_PID:-}" ]; then
+        setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 2; done; "$2" stop "$3"' \
+          _ "$CLICKHOUSE_WATCH_PID" "$0" "$dir" >/dev/null 2>&1 </dev/null &
+      fi
       # The caller that must stop the server later names a file to receive its dir.
       [ -n "${CLICKHOUSE_DIR_FILE:-}" ] && echo "$dir" > "$CLICKHOUSE_DIR_FILE"
       echo "clickhouse://127.0.0.1:$tcp/flagwatch"

@@ -4,7 +4,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 dirfile=$(mktemp)
-dsn=$(CLICKHOUSE_DIR_FILE="$dirfile" "$here/clickhouse.sh" start)
+dsn=$(CLICKHOUSE_DIR_FILE="$dirfile" CLICKHOUSE_WATCH_PID=$$ "$here/clickhouse.sh" start)
 dir=$(cat "$dirfile"); rm -f "$dirfile"
 trap '"$here/clickhouse.sh" stop "$dir"' EXIT
 export FLAGWATCH_TEST_CLICKHOUSE_DSN="$dsn"

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -49,7 +50,7 @@ func Start(t testing.TB) *Server {
 	t.Helper()
 	dirFile := filepath.Join(t.TempDir(), "chdir")
 	cmd := exec.Command(script(t), "start")
-	cmd.Env = append(os.Environ(), "CLICKHOUSE_DIR_FILE="+dirFile)
+	cmd.Env = append(os.Environ(), "CLICKHOUSE_DIR_FILE="+dirFile, "CLICKHOUSE_WATCH_PID="+strconv.Itoa(os.Getpid()))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
