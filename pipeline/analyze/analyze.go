@@ -125,6 +125,7 @@ func (a *Analyzer) Run(ctx context.Context) (*Pass, error) {
 	}
 	d := a.Monitors.Defaults
 	p := newPlan(d.PrePeriod)
+	p.addSegment(ExposureDay)
 	var ratioPairs [][2]int
 	var monitors []*monitor
 	keys := make([]string, 0, len(infos))
@@ -260,6 +261,9 @@ func (a *Analyzer) evaluateFlag(m *monitor, info *flagInfo, cells map[cellKey]*c
 				rows = append(rows, *div)
 			}
 		}
+	}
+	for _, mp := range m.metrics {
+		rows = append(rows, a.shifts(m, mp, cells)...)
 	}
 	if staleFor := now.Sub(time.UnixMilli(info.lastMs)); info.lastMs > 0 && staleFor > d.StaleAfter {
 		rows = append(rows, Row{Flag: f.Key, Decision: alert.Stale,
@@ -445,4 +449,62 @@ func (a *Analyzer) lookup() config.Lookup {
 		return a.Lookup
 	}
 	return os.LookupEnv
+}
+
+// ExposureDay is the pseudo segment property of exposure-day cohorts: the pass query
+// groups users by the UTC day of their first exposure, so the lift of each day's cohort
+// is a series the change detector can watch.
+const ExposureDay = "$exposure_day"
+
+// minShiftPoints is the fewest cohort days the detector looks at.
+const minShiftPoints = 5
+
+// shifts runs the CUSUM change detector over the lift of successive exposure-day
+// cohorts: a behaviour_shift row says from which cohort on the effect changed (a novelty
+// effect wearing off, a bug shipped to later users, a marketing campaign changing who
+// arrives).
+func (a *Analyzer) shifts(m *monitor, mp metricPlan, cells map[cellKey]*cell) []Row {
+	var days []string
+	for k := range cells {
+		if k.flag == m.flag.Key && k.segProp == ExposureDay && k.variant == m.variants[0] {
+			days = append(days, k.segValue)
+		}
+	}
+	if len(days) < minShiftPoints {
+		return nil
+	}
+	sort.Strings(days)
+	var rows []Row
+	for _, variant := range m.variants[1:] {
+		var points []stats.Point
+		var used []string
+		for _, d := range days {
+			_, out, ok := a.verdict(m, mp, cells, ExposureDay, d)
+			if !ok {
+				continue
+			}
+			for _, r := range out.Results {
+				if r.Variant == variant && r.Lift != nil && r.SE != nil && *r.SE > 0 && r.N >= int64(a.Monitors.Defaults.MinUsersPerVariant) {
+					points = append(points, stats.Point{Value: *r.Lift, SE: *r.SE})
+					used = append(used, d)
+				}
+			}
+		}
+		if len(points) < minShiftPoints {
+			continue
+		}
+		sh, err := stats.DetectShift(points, stats.ShiftConfig{})
+		if err != nil || !sh.Detected {
+			continue
+		}
+		dir := "rose"
+		if sh.Direction < 0 {
+			dir = "fell"
+		}
+		rows = append(rows, Row{Flag: m.flag.Key, Metric: mp.cfg.Name, Segment: &Segment{Property: ExposureDay},
+			Variant: variant, Decision: alert.BehaviourShift, Lift: points[len(points)-1].Value,
+			Reason: fmt.Sprintf("the lift of users first exposed from %s on %s (CUSUM over %d daily cohorts, in-control ARL %.0f days): %s",
+				used[max(sh.Start, 0)], dir, len(points), sh.ARL0, sh.Reason)})
+	}
+	return rows
 }

@@ -114,7 +114,11 @@ func (p *plan) sql(ratioPairs [][2]int) string {
 
 	segs := []string{"('', '')"}
 	for _, s := range p.segments {
-		segs = append(segs, fmt.Sprintf("(%s, visitParamExtractString(a_props, %s))", quote(s), quote(s)))
+		expr := fmt.Sprintf("visitParamExtractString(a_props, %s)", quote(s))
+		if s == ExposureDay {
+			expr = "toString(toDate(toDateTime(intDiv(a_first, 1000))))"
+		}
+		segs = append(segs, fmt.Sprintf("(%s, %s)", quote(s), expr))
 	}
 	pre := p.pre.Milliseconds()
 

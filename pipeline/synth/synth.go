@@ -26,6 +26,9 @@ type Effect struct {
 	Property   string // "" = everyone; else "$geoip_country_code" or "plan"
 	Value      string
 	Multiplier float64
+	// FromDay, when set, limits the effect to users first exposed on or after that day
+	// (a behaviour shift: later cohorts react differently).
+	FromDay int
 }
 
 // Flag is one feature flag in the stream.
@@ -229,6 +232,9 @@ func (c Config) multiplier(u *user, ev string, t time.Time) float64 {
 				continue
 			}
 			if e.Property != "" && u.segment(e.Property) != e.Value {
+				continue
+			}
+			if e.FromDay > 0 && u.exposedAt[f.Key].Before(c.Start.Add(time.Duration(e.FromDay)*24*time.Hour)) {
 				continue
 			}
 			m *= e.Multiplier
