@@ -7,6 +7,9 @@
 // sends the original bytes, unchanged, to the dead-letter topic, so nothing is half
 // ingested and nothing is dropped silently. Events without a uuid get a deterministic
 // one (SHA-1 of their bytes), so a replayed message deduplicates downstream.
+//
+// The common message, one PostHog event object, takes a reflection-free fast path
+// (fast.go) that declines anything it cannot decode exactly as the general path would.
 package event
 
 import (
@@ -89,37 +92,48 @@ func DeterministicUUID(raw []byte) uuid.UUID { return uuid.NewSHA1(uuidNamespace
 
 // Decode decodes one Kafka message. recordTime is the Kafka record's timestamp.
 func Decode(msg []byte, recordTime time.Time) ([]Event, error) {
+	evs, err := AppendDecode(nil, msg, recordTime)
+	if err != nil {
+		return nil, err
+	}
+	return evs, nil
+}
+
+// AppendDecode is Decode appending the message's events to dst (so a consumer can decode
+// a whole poll into one batch without a slice per message). On error it returns dst
+// unchanged, whatever its length.
+func AppendDecode(dst []Event, msg []byte, recordTime time.Time) ([]Event, error) {
 	b := bytes.TrimSpace(msg)
 	if len(b) == 0 {
-		return nil, errf(ReasonEmpty, "empty message")
+		return dst, errf(ReasonEmpty, "empty message")
 	}
 	switch b[0] {
 	case '[':
 		var items []json.RawMessage
 		if err := json.Unmarshal(b, &items); err != nil {
-			return nil, errf(ReasonInvalidJSON, "%v", err)
+			return dst, errf(ReasonInvalidJSON, "%v", err)
 		}
 		if len(items) == 0 {
-			return nil, errf(ReasonEmpty, "empty array")
+			return dst, errf(ReasonEmpty, "empty array")
 		}
-		out := make([]Event, 0, len(items))
+		n := len(dst)
 		for i, it := range items {
-			evs, err := decodeObject(it, recordTime)
+			var err *Error
+			dst, err = appendObject(dst, it, recordTime)
 			if err != nil {
 				err.Detail = fmt.Sprintf("element %d: %s", i, err.Detail)
-				return nil, err
+				return dst[:n], err
 			}
-			out = append(out, evs...)
+		}
+		return dst, nil
+	case '{':
+		out, err := appendObject(dst, b, recordTime)
+		if err != nil {
+			return dst, err
 		}
 		return out, nil
-	case '{':
-		evs, err := decodeObject(b, recordTime)
-		if err != nil {
-			return nil, err
-		}
-		return evs, nil
 	default:
-		return nil, errf(ReasonInvalidJSON, "message is neither a JSON object nor an array")
+		return dst, errf(ReasonInvalidJSON, "message is neither a JSON object nor an array")
 	}
 }
 
@@ -142,32 +156,45 @@ type shape struct {
 	ResourceLogs json.RawMessage `json:"resourceLogs"`
 }
 
-func decodeObject(raw []byte, recordTime time.Time) ([]Event, *Error) {
+func appendObject(dst []Event, raw []byte, recordTime time.Time) ([]Event, *Error) {
+	if ev, ok := fastPostHog(raw, recordTime); ok {
+		return append(dst, ev), nil
+	}
+	return appendObjectGeneral(dst, raw, recordTime)
+}
+
+// appendObjectGeneral decodes any accepted object shape (the reference the fast path is
+// checked against).
+func appendObjectGeneral(dst []Event, raw []byte, recordTime time.Time) ([]Event, *Error) {
 	var s shape
 	if err := json.Unmarshal(raw, &s); err != nil {
-		return nil, errf(ReasonInvalidJSON, "%v", err)
+		return dst, errf(ReasonInvalidJSON, "%v", err)
 	}
 	switch {
 	case s.ResourceLogs != nil:
-		return decodeOTLP(s.ResourceLogs, recordTime)
+		evs, err := decodeOTLP(s.ResourceLogs, recordTime)
+		if err != nil {
+			return dst, err
+		}
+		return append(dst, evs...), nil
 	case s.Data != nil:
 		ev, err := decodeEnvelope(&s, recordTime)
 		if err != nil {
-			return nil, err
+			return dst, err
 		}
-		return []Event{ev}, nil
+		return append(dst, ev), nil
 	case s.Event == "" && s.Name != "" && s.Attributes != nil:
 		ev, err := decodeOTelFlat(&s, raw, recordTime)
 		if err != nil {
-			return nil, err
+			return dst, err
 		}
-		return []Event{ev}, nil
+		return append(dst, ev), nil
 	default:
 		ev, err := decodePostHog(&s, raw, recordTime, SourcePostHog)
 		if err != nil {
-			return nil, err
+			return dst, err
 		}
-		return []Event{ev}, nil
+		return append(dst, ev), nil
 	}
 }
 

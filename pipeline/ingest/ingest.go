@@ -11,6 +11,10 @@
 // The poll loop uses franz-go's BlockRebalanceOnPoll: partitions cannot be revoked
 // between a poll and the moment its records are buffered, and OnPartitionsRevoked flushes
 // and commits before a partition moves to another replica.
+//
+// For throughput, decoding overlaps with storing: a full batch is inserted in the
+// background (up to maxInFlight at once) while the loop polls and decodes the next, and
+// each batch's offsets are committed after it, and every batch before it, is stored.
 package ingest
 
 import (
@@ -134,8 +138,10 @@ func Run(ctx context.Context, o Options) error {
 		kgo.BlockRebalanceOnPoll(),
 		kgo.OnPartitionsRevoked(c.onRevoked),
 		kgo.OnPartitionsLost(c.onLost),
-		kgo.FetchMaxBytes(64 << 20),
-		kgo.FetchMaxPartitionBytes(8 << 20),
+		// A fetch is buffered while the previous one is decoded; 8 MiB (a few times that
+		// decompressed) keeps a 2-core box busy without holding hundreds of MB.
+		kgo.FetchMaxBytes(8 << 20),
+		kgo.FetchMaxPartitionBytes(2 << 20),
 		kgo.ProducerBatchCompression(kgo.NoCompression()),
 	}
 	cl, err := kgo.NewClient(append(opts, o.KafkaOpts...)...)
@@ -173,21 +179,60 @@ type consumer struct {
 	sink Sink
 	cl   *kgo.Client
 
-	mu         sync.Mutex // guards the batch between the poll loop and rebalance callbacks
+	// mu guards everything below between the poll loop and the rebalance callbacks.
+	mu         sync.Mutex
 	batch      []event.Event
 	batchStart time.Time
-	dlqSeen    map[string]bool
+	// batchLast is the last record polled per partition since the previous batch was
+	// launched: what the batch commits once it is stored (dead-lettered records included).
+	batchLast map[topicPartition]*kgo.Record
+	// polled is the next offset per partition polled so far (only with ExitWhenCaughtUp).
+	polled map[topicPartition]int64
+	// inflight are the previous batches, oldest first, being inserted while the loop
+	// decodes the next.
+	inflight []*flight
+	spares   [][]event.Event // stored batches' buffers, reused for the next batches
+	dlqSeen  map[string]bool
 
 	healthMu  sync.Mutex
 	insertErr error
 }
 
+type topicPartition struct {
+	topic     string
+	partition int32
+}
+
+// maxInFlight is how many batches may be inserted at once. ClickHouse stores one INSERT
+// on one core, and a batch's client-side work (encoding blocks) and server-side work
+// (sorting, compressing, writing the part, the assignments view) alternate; two in flight
+// keep both sides busy. Offsets are still committed strictly in batch order.
+const maxInFlight = 2
+
+// flight is a batch inserted in the background while the loop polls and decodes the
+// next ones. Its offsets are committed only after it and every batch before it is stored.
+type flight struct {
+	evs    []event.Event
+	last   []*kgo.Record
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error // set before done is closed
+}
+
 func (c *consumer) loop(ctx context.Context, target map[string]map[int32]int64) error {
+	if target != nil {
+		c.polled = map[topicPartition]int64{}
+	}
+	defer func() {
+		c.mu.Lock()
+		c.abandonFlight()
+		c.mu.Unlock()
+	}()
 	for {
 		// The poll wakes up at least every interval so a partial batch is flushed on time
 		// and an idle consumer notices it has caught up.
 		pollCtx, cancel := context.WithTimeout(ctx, c.o.BatchInterval)
-		fetches := c.cl.PollRecords(pollCtx, c.o.BatchSize)
+		fetches := c.cl.PollRecords(pollCtx, c.pollSize())
 		cancel()
 		if fetches.IsClientClosed() {
 			return nil
@@ -200,11 +245,18 @@ func (c *consumer) loop(ctx context.Context, target map[string]map[int32]int64) 
 		})
 		c.mu.Lock()
 		err := c.process(ctx, fetches)
-		due := len(c.batch) >= c.o.BatchSize ||
-			(len(c.batch) > 0 && time.Since(c.batchStart) >= c.o.BatchInterval) ||
-			(target != nil && fetches.NumRecords() == 0) || stopping
-		if err == nil && due {
-			err = c.flushAndCommit(ctx, stopping)
+		// With a target, an empty poll or a poll that reached the end offsets means
+		// everything to consume has been polled: store it all and commit now.
+		final := stopping || (target != nil && (fetches.NumRecords() == 0 || c.polledThrough(target)))
+		if err == nil {
+			switch {
+			case final:
+				err = c.drain(ctx, stopping)
+			case len(c.batch) >= c.o.BatchSize || (len(c.batch) > 0 && time.Since(c.batchStart) >= c.o.BatchInterval):
+				c.launch(ctx)
+			default:
+				c.reap(ctx, false)
+			}
 		}
 		c.mu.Unlock()
 		c.cl.AllowRebalance()
@@ -218,7 +270,7 @@ func (c *consumer) loop(ctx context.Context, target map[string]map[int32]int64) 
 		if stopping {
 			return nil
 		}
-		if target != nil {
+		if target != nil && final {
 			done, err := caughtUp(ctx, c.cl, c.o.Group, target)
 			if err != nil {
 				return err
@@ -231,23 +283,44 @@ func (c *consumer) loop(ctx context.Context, target map[string]map[int32]int64) 
 	}
 }
 
+// pollSize is how many records to poll: what the batch still has room for, so a batch
+// holds at most BatchSize records' events and memory stays bounded by the batch size.
+func (c *consumer) pollSize() int {
+	c.mu.Lock()
+	n := c.o.BatchSize - len(c.batch)
+	c.mu.Unlock()
+	return max(n, 1)
+}
+
 // process decodes a poll's records into the batch; bad ones go to the DLQ before the
 // batch's offsets can be committed.
 func (c *consumer) process(ctx context.Context, fetches kgo.Fetches) error {
 	var dlq []*kgo.Record
 	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
-		if n := len(p.Records); n > 0 {
-			lag := p.HighWatermark - p.Records[n-1].Offset - 1
-			c.m.lag.WithLabelValues(p.Topic, strconv.Itoa(int(p.Partition))).Set(float64(lag))
+		n := len(p.Records)
+		if n == 0 {
+			return
+		}
+		last := p.Records[n-1]
+		lag := p.HighWatermark - last.Offset - 1
+		c.m.lag.WithLabelValues(p.Topic, strconv.Itoa(int(p.Partition))).Set(float64(lag))
+		c.m.records.Add(float64(n))
+		tp := topicPartition{p.Topic, p.Partition}
+		if c.batchLast == nil {
+			c.batchLast = map[topicPartition]*kgo.Record{}
+		}
+		c.batchLast[tp] = last
+		if c.polled != nil {
+			c.polled[tp] = last.Offset + 1
 		}
 		for _, r := range p.Records {
-			c.m.records.Inc()
 			if len(r.Value) > c.o.MaxMessageBytes {
 				dlq = append(dlq, c.deadLetter(r, &event.Error{Reason: event.ReasonTooLarge,
 					Detail: fmt.Sprintf("%d bytes > limit %d", len(r.Value), c.o.MaxMessageBytes)}))
 				continue
 			}
-			evs, err := event.Decode(r.Value, r.Timestamp)
+			before := len(c.batch)
+			evs, err := event.AppendDecode(c.batch, r.Value, r.Timestamp)
 			if err != nil {
 				var e *event.Error
 				if !errors.As(err, &e) {
@@ -256,16 +329,29 @@ func (c *consumer) process(ctx context.Context, fetches kgo.Fetches) error {
 				dlq = append(dlq, c.deadLetter(r, e))
 				continue
 			}
-			if len(c.batch) == 0 {
+			if before == 0 && len(evs) > 0 {
 				c.batchStart = time.Now()
 			}
-			c.batch = append(c.batch, evs...)
+			c.batch = evs
 		}
 	})
 	if len(dlq) == 0 {
 		return nil
 	}
 	return c.produceDLQ(ctx, dlq)
+}
+
+// polledThrough reports whether every partition of target has been polled up to its
+// end offset.
+func (c *consumer) polledThrough(target map[string]map[int32]int64) bool {
+	for topic, parts := range target {
+		for p, end := range parts {
+			if end > 0 && c.polled[topicPartition{topic, p}] < end {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func (c *consumer) deadLetter(r *kgo.Record, e *event.Error) *kgo.Record {
@@ -306,16 +392,146 @@ func (c *consumer) produceDLQ(ctx context.Context, recs []*kgo.Record) error {
 	}
 }
 
-// flushAndCommit inserts the batch, retrying with backoff while ClickHouse is down, then
-// commits every offset polled so far. When stopping, ctx is already cancelled, so the
-// final flush gets its own deadline.
-func (c *consumer) flushAndCommit(ctx context.Context, stopping bool) error {
+// stopGrace is how long a cancelled insert is given to return. The driver cannot
+// interrupt a block being written to a server that stopped reading, and a shutdown or a
+// revoke must not hang on it: after stopGrace the insert is abandoned, uncommitted.
+const stopGrace = 5 * time.Second
+
+// start inserts evs in the background (retrying until ctx ends or the flight is
+// cancelled). A flight touches nothing of the consumer's but evs, metrics and health.
+func (c *consumer) start(ctx context.Context, evs []event.Event, last []*kgo.Record) *flight {
+	fctx, cancel := context.WithCancel(ctx)
+	f := &flight{evs: evs, last: last, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		defer cancel()
+		f.err = c.flush(fctx, f.evs)
+	}()
+	return f
+}
+
+// wait returns nil once the insert succeeded. When ctx ends first, the insert is
+// cancelled and given stopGrace to return.
+func (f *flight) wait(ctx context.Context) error {
+	select {
+	case <-f.done:
+		return f.err
+	case <-ctx.Done():
+	}
+	f.cancel()
+	select {
+	case <-f.done:
+		if f.err == nil {
+			return nil
+		}
+		return f.err
+	case <-time.After(stopGrace):
+		return fmt.Errorf("insert of %d events did not stop %s after cancellation: %w", len(f.evs), stopGrace, ctx.Err())
+	}
+}
+
+func (f *flight) finished() bool {
+	select {
+	case <-f.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// launch hands the batch to a background insert, once fewer than maxInFlight are under
+// way, so that decoding the next batch overlaps with ClickHouse storing this one.
+func (c *consumer) launch(ctx context.Context) {
+	if !c.reap(ctx, false) {
+		// An earlier insert gave up (ctx ended); drain retries it when the loop stops.
+		return
+	}
+	if len(c.inflight) >= maxInFlight && !c.reap(ctx, true) {
+		return
+	}
+	last := make([]*kgo.Record, 0, len(c.batchLast))
+	for _, r := range c.batchLast {
+		last = append(last, r)
+	}
+	clear(c.batchLast)
+	c.inflight = append(c.inflight, c.start(ctx, c.batch, last))
+	c.batch = nil
+	if n := len(c.spares); n > 0 {
+		c.batch, c.spares = c.spares[n-1], c.spares[:n-1]
+	}
+}
+
+// reap commits the offsets of the stored batches at the head of the queue, in order.
+// With wait it first waits for the oldest one. It reports false when the oldest gave up:
+// it and everything after it stay in flight, uncommitted.
+func (c *consumer) reap(ctx context.Context, wait bool) bool {
+	for len(c.inflight) > 0 {
+		f := c.inflight[0]
+		if !wait && !f.finished() {
+			return true
+		}
+		wait = false
+		if f.wait(ctx) != nil {
+			return false
+		}
+		c.inflight = c.inflight[1:]
+		if len(f.last) > 0 {
+			if err := c.cl.CommitRecords(ctx, f.last...); err != nil {
+				// The rows are stored; the next owner of the partition re-reads them and
+				// the uuid dedup absorbs the repeat.
+				c.log.Warn("commit failed after insert", "err", err)
+			}
+		}
+		c.spares = append(c.spares, recycle(f.evs))
+	}
+	return true
+}
+
+// recycle empties a stored batch's buffer for reuse, dropping its references.
+func recycle(evs []event.Event) []event.Event {
+	clear(evs)
+	return evs[:0]
+}
+
+// storeAll waits for the batches in flight (inserting again under ctx those that gave up)
+// and inserts the current one; after it returns nil every record polled so far is stored.
+func (c *consumer) storeAll(ctx context.Context) error {
+	for len(c.inflight) > 0 {
+		f := c.inflight[0]
+		err := f.wait(ctx)
+		if err != nil && f.finished() && ctx.Err() == nil {
+			// It gave up because the loop's context ended; ctx is the final deadline.
+			err = c.start(ctx, f.evs, nil).wait(ctx)
+		}
+		if err != nil {
+			return err
+		}
+		c.inflight = c.inflight[1:]
+		c.spares = append(c.spares, recycle(f.evs))
+	}
+	if len(c.batch) > 0 {
+		g := c.start(ctx, c.batch, nil)
+		if err := g.wait(ctx); err != nil {
+			if !g.finished() {
+				c.batch = nil // still being read by the abandoned insert
+			}
+			return err
+		}
+		c.batch = recycle(c.batch)
+	}
+	clear(c.batchLast)
+	return nil
+}
+
+// drain stores everything polled, then commits every offset polled so far. When stopping,
+// ctx is already cancelled, so the final inserts get their own deadline.
+func (c *consumer) drain(ctx context.Context, stopping bool) error {
 	if stopping {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 	}
-	if err := c.flush(ctx); err != nil {
+	if err := c.storeAll(ctx); err != nil {
 		return err
 	}
 	if err := c.cl.CommitUncommittedOffsets(ctx); err != nil {
@@ -326,28 +542,49 @@ func (c *consumer) flushAndCommit(ctx context.Context, stopping bool) error {
 	return nil
 }
 
-func (c *consumer) flush(ctx context.Context) error {
-	if len(c.batch) == 0 {
+// discard forgets everything polled and not committed (the in-flight insert is
+// cancelled); whoever owns the partitions next re-reads it.
+func (c *consumer) discard() {
+	c.abandonFlight()
+	c.batch = c.batch[:0]
+	clear(c.batchLast)
+}
+
+func (c *consumer) abandonFlight() {
+	for _, f := range c.inflight {
+		f.cancel()
+	}
+	for _, f := range c.inflight {
+		select {
+		case <-f.done:
+		case <-time.After(stopGrace):
+		}
+	}
+	c.inflight = nil
+}
+
+// flush inserts evs, retrying with backoff while ClickHouse is down, until ctx ends.
+func (c *consumer) flush(ctx context.Context, evs []event.Event) error {
+	if len(evs) == 0 {
 		return nil
 	}
 	backoff := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
-		nev, nexp, err := c.sink.Write(ctx, c.batch)
+		nev, nexp, err := c.sink.Write(ctx, evs)
 		c.setInsertErr(err)
 		if err == nil {
 			c.m.insertDur.Observe(time.Since(start).Seconds())
 			c.m.rows.WithLabelValues("events").Add(float64(nev))
 			c.m.rows.WithLabelValues("exposures").Add(float64(nexp))
 			c.m.batches.Inc()
-			c.batch = c.batch[:0]
 			return nil
 		}
 		c.m.retries.Inc()
-		c.log.Warn("insert failed, retrying without committing", "attempt", attempt, "rows", len(c.batch), "backoff", backoff, "err", err)
+		c.log.Warn("insert failed, retrying without committing", "attempt", attempt, "rows", len(evs), "backoff", backoff, "err", err)
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("flush batch of %d events: %w", len(c.batch), err)
+			return fmt.Errorf("flush batch of %d events: %w", len(evs), err)
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 10*time.Second)
@@ -355,15 +592,16 @@ func (c *consumer) flush(ctx context.Context) error {
 }
 
 // onRevoked runs (with BlockRebalanceOnPoll) only between polls: everything polled is
-// in the batch, so flushing and committing here hands the partitions over cleanly.
+// in the batch or in flight, so storing and committing here hands the partitions over
+// cleanly.
 func (c *consumer) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	if err := c.flush(fctx); err != nil {
+	if err := c.storeAll(fctx); err != nil {
 		c.log.Warn("flush on revoke failed; the new owner will re-read the records", "err", err)
-		c.batch = c.batch[:0]
+		c.discard()
 		return
 	}
 	if err := cl.CommitUncommittedOffsets(fctx); err != nil {
@@ -372,12 +610,12 @@ func (c *consumer) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[st
 	c.log.Info("partitions revoked", "partitions", fmt.Sprint(revoked))
 }
 
-// onLost: the group moved on without us, so we may not commit; the buffered records
-// will be re-read by the new owner.
+// onLost: the group moved on without us, so we may not commit; the buffered and
+// in-flight records will be re-read by the new owner.
 func (c *consumer) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.batch = c.batch[:0]
+	c.discard()
 	c.log.Warn("partitions lost; dropping uncommitted buffer", "partitions", fmt.Sprint(lost))
 }
 
