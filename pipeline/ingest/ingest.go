@@ -179,7 +179,8 @@ type consumer struct {
 	sink Sink
 	cl   *kgo.Client
 
-	// mu guards everything below between the poll loop and the rebalance callbacks.
+	// mu guards the fields from batch to dlqSeen between the poll loop and the rebalance
+	// callbacks.
 	mu         sync.Mutex
 	batch      []event.Event
 	batchStart time.Time
