@@ -119,9 +119,10 @@ func (a *Analyzer) Run(ctx context.Context) (*Pass, error) {
 	if err != nil {
 		return nil, err
 	}
-	variants, err := flagVariants(ctx, a.Conn)
-	if err != nil {
-		return nil, err
+	// One read of the assignment state gives flags, their variants and $multiple counts.
+	variants := make(map[string][]string, len(infos))
+	for k, fi := range infos {
+		variants[k] = fi.variants
 	}
 	d := a.Monitors.Defaults
 	p := newPlan(d.PrePeriod)
@@ -189,25 +190,6 @@ func orderVariants(control string, vs []string) []string {
 		}
 	}
 	return out
-}
-
-func flagVariants(ctx context.Context, conn store.Conn) (map[string][]string, error) {
-	rows, err := conn.Query(ctx, `SELECT flag, v FROM (
-		SELECT flag, argMinMerge(variant_state) AS v, length(groupUniqArrayMerge(variants_state)) AS nv
-		FROM assignments GROUP BY flag, distinct_id) WHERE nv = 1 GROUP BY flag, v ORDER BY flag, v`)
-	if err != nil {
-		return nil, fmt.Errorf("query variants: %w", err)
-	}
-	defer rows.Close()
-	out := map[string][]string{}
-	for rows.Next() {
-		var f, v string
-		if err := rows.Scan(&f, &v); err != nil {
-			return nil, fmt.Errorf("scan variants: %w", err)
-		}
-		out[f] = append(out[f], v)
-	}
-	return out, rows.Err()
 }
 
 // evaluateFlag turns one flag's cells into rows: per metric × segment × test variant,
