@@ -160,17 +160,17 @@ func (a *Analyzer) Run(ctx context.Context) (*Pass, error) {
 	if err != nil {
 		return nil, err
 	}
-	latched, err := a.latches(ctx)
+	h, err := a.history(ctx)
 	if err != nil {
 		return nil, err
 	}
 	for _, m := range monitors {
-		pass.Rows = append(pass.Rows, a.evaluateFlag(m, infos[m.flag.Key], cells, latched, start)...)
+		pass.Rows = append(pass.Rows, a.evaluateFlag(m, infos[m.flag.Key], cells, h.latched, start)...)
 	}
 	if err := a.record(ctx, pass); err != nil {
 		return nil, err
 	}
-	if err := a.alert(ctx, pass, monitors); err != nil {
+	if err := a.alert(ctx, pass, monitors, h); err != nil {
 		return pass, err
 	}
 	return pass, nil

@@ -207,8 +207,7 @@ func requireSame(t *testing.T, what string, want, got map[statKey]stat) {
 
 // deliver sends recs through kfake and ingest into a fresh database and returns it.
 func deliver(t *testing.T, base string, recs []synth.Record, twoConsumers bool) store.Conn {
-	_, conn := chtest.NewDB(t, base)
-	dsn := fmt.Sprintf("%s", dsnOf(t, conn, base))
+	dsn, conn := chtest.NewDB(t, base)
 	kc := brokertest.Cluster(t, 4, broker.EventsTopic)
 	cl := brokertest.Client(t, kc, kgo.ProducerLinger(5*time.Millisecond))
 	krecs := make([]*kgo.Record, len(recs))
@@ -251,25 +250,6 @@ func uniqueEvents(recs []synth.Record) uint64 {
 		seen[string(r.Value)] = true
 	}
 	return uint64(len(seen))
-}
-
-func dsnOf(t *testing.T, conn store.Conn, base string) string {
-	var db string
-	require.NoError(t, conn.QueryRow(context.Background(), "SELECT currentDatabase()").Scan(&db))
-	u := base
-	if i := lastSlash(u); i >= 0 {
-		u = u[:i]
-	}
-	return u + "/" + db
-}
-
-func lastSlash(s string) int {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == '/' && i > 0 && s[i-1] != '/' {
-			return i
-		}
-	}
-	return -1
 }
 
 // SPEC §3's property: the analyzer-facing cohort statistics equal the reference

@@ -16,23 +16,51 @@ import (
 	"github.com/flagwatch/flagwatch/pipeline/store"
 )
 
-// latches reads the last emitted win/loss/guardrail decision of every subject.
-func (a *Analyzer) latches(ctx context.Context) (map[string]string, error) {
-	rows, err := a.Conn.Query(ctx, `SELECT subject, argMax(decision, emitted_ms) FROM alert_log
-		WHERE decision IN ('win', 'loss', 'guardrail_breach') GROUP BY subject`)
+// history is what earlier passes emitted, read once per pass from alert_log.
+type history struct {
+	// latched is the last emitted win/loss/guardrail decision of every subject.
+	latched map[string]string
+	// emitted is, per dedup key, when it was last emitted and at which severity.
+	emitted map[string]logged
+	// rolledBack names the flags whose rollback already succeeded.
+	rolledBack map[string]bool
+}
+
+type logged struct {
+	emittedMs int64
+	severity  string
+}
+
+var latching = map[string]bool{alert.Win: true, alert.Loss: true, alert.GuardrailBreach: true}
+
+func (a *Analyzer) history(ctx context.Context) (*history, error) {
+	rows, err := a.Conn.Query(ctx, `SELECT dedup_key, subject, argMax(decision, emitted_ms), argMax(severity, emitted_ms),
+		max(emitted_ms), max(rollback LIKE '%"status":"ok"%') FROM alert_log GROUP BY dedup_key, subject`)
 	if err != nil {
-		return nil, fmt.Errorf("read latched decisions: %w", err)
+		return nil, fmt.Errorf("read alert log: %w", err)
 	}
 	defer rows.Close()
-	out := map[string]string{}
+	h := &history{latched: map[string]string{}, emitted: map[string]logged{}, rolledBack: map[string]bool{}}
+	latchedAt := map[string]int64{}
 	for rows.Next() {
-		var s, d string
-		if err := rows.Scan(&s, &d); err != nil {
-			return nil, fmt.Errorf("scan latched decisions: %w", err)
+		var key, subj, decision, severity string
+		var at int64
+		var ok uint8
+		if err := rows.Scan(&key, &subj, &decision, &severity, &at, &ok); err != nil {
+			return nil, fmt.Errorf("scan alert log: %w", err)
 		}
-		out[s] = d
+		if prev, seen := h.emitted[key]; !seen || at > prev.emittedMs {
+			h.emitted[key] = logged{emittedMs: at, severity: severity}
+		}
+		if latching[decision] && at >= latchedAt[subj] {
+			h.latched[subj], latchedAt[subj] = decision, at
+		}
+		if ok == 1 {
+			flag, _, _ := strings.Cut(subj, "|")
+			h.rolledBack[flag] = true
+		}
 	}
-	return out, rows.Err()
+	return h, rows.Err()
 }
 
 // record appends the pass's rows to the history.
@@ -79,37 +107,11 @@ func finite(x float64) float64 {
 var alertable = map[string]bool{alert.Win: true, alert.Loss: true, alert.GuardrailBreach: true,
 	alert.SRM: true, alert.SegmentDivergence: true, alert.Stale: true, alert.BehaviourShift: true}
 
-type logged struct {
-	emittedMs int64
-	severity  string
-}
-
-func (a *Analyzer) emitted(ctx context.Context) (map[string]logged, error) {
-	rows, err := a.Conn.Query(ctx, "SELECT dedup_key, max(emitted_ms), argMax(severity, emitted_ms) FROM alert_log GROUP BY dedup_key")
-	if err != nil {
-		return nil, fmt.Errorf("read alert log: %w", err)
-	}
-	defer rows.Close()
-	out := map[string]logged{}
-	for rows.Next() {
-		var k string
-		var l logged
-		if err := rows.Scan(&k, &l.emittedMs, &l.severity); err != nil {
-			return nil, fmt.Errorf("scan alert log: %w", err)
-		}
-		out[k] = l
-	}
-	return out, rows.Err()
-}
-
 // alert emits the pass's new findings (and repeats unresolved critical ones), running
 // the monitor's rollback on a first guardrail breach or loss, and logs what was emitted
 // after the broker acknowledged it.
-func (a *Analyzer) alert(ctx context.Context, pass *Pass, monitors []*monitor) error {
-	seen, err := a.emitted(ctx)
-	if err != nil {
-		return err
-	}
+func (a *Analyzer) alert(ctx context.Context, pass *Pass, monitors []*monitor, h *history) error {
+	seen, rolledBack := h.emitted, h.rolledBack
 	byFlag := map[string]*monitor{}
 	for _, m := range monitors {
 		byFlag[m.flag.Key] = m
@@ -117,10 +119,6 @@ func (a *Analyzer) alert(ctx context.Context, pass *Pass, monitors []*monitor) e
 	repeat := a.RepeatCritical
 	if repeat <= 0 {
 		repeat = 4 * time.Hour
-	}
-	rolledBack, err := a.rolledBack(ctx)
-	if err != nil {
-		return err
 	}
 	// A breach of the whole population is one alert carrying its segments; the
 	// segment rows stay in the history without alerts of their own.
@@ -181,25 +179,6 @@ func (a *Analyzer) alert(ctx context.Context, pass *Pass, monitors []*monitor) e
 		return fmt.Errorf("insert alert log: %w", err)
 	}
 	return nil
-}
-
-// rolledBack names the flags whose rollback already succeeded.
-func (a *Analyzer) rolledBack(ctx context.Context) (map[string]bool, error) {
-	rows, err := a.Conn.Query(ctx, "SELECT DISTINCT subject FROM alert_log WHERE rollback LIKE '%\"status\":\"ok\"%'")
-	if err != nil {
-		return nil, fmt.Errorf("read rollbacks: %w", err)
-	}
-	defer rows.Close()
-	out := map[string]bool{}
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			return nil, fmt.Errorf("scan rollbacks: %w", err)
-		}
-		flag, _, _ := strings.Cut(s, "|")
-		out[flag] = true
-	}
-	return out, rows.Err()
 }
 
 // segmentsOf lists the segment effects of a total row's metric and variant, worst

@@ -196,12 +196,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 
 	step("ingest: Kafka → ClickHouse (%s)", db)
 	t0 := time.Now()
-	var rows atomic.Int64
 	if err := ingest.Run(ctx, ingest.Options{Brokers: kc.Addrs(), ClickHouseDSN: dsn, ExitWhenCaughtUp: true,
 		Logger: o.Logger, Group: "demo-ingest"}); err != nil {
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
-	rows.Store(int64(n))
 	fmt.Fprintf(o.Out, "  %d events ingested in %s (%.0f events/s)\n", n, time.Since(t0).Round(time.Millisecond), float64(n)/time.Since(t0).Seconds())
 
 	step("analyzer: one pass over every flag, metric and segment")

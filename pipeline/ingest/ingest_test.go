@@ -170,7 +170,6 @@ func consumeAll(t *testing.T, kc *broker.Embedded, topic string, want int) []*kg
 // batch that fails mid-way, then behaves.
 type flakySink struct {
 	w     *store.Writer
-	conn  store.Conn
 	fails atomic.Int32
 }
 
@@ -189,7 +188,7 @@ func TestBatchFailingMidwayThenSucceeding(t *testing.T) {
 	dsn, conn := chtest.DB(t)
 	brokertest.Produce(t, cl, broker.EventsTopic, stream(3000, "")...)
 
-	sink := &flakySink{w: store.NewWriter(conn), conn: conn}
+	sink := &flakySink{w: store.NewWriter(conn)}
 	sink.fails.Store(3)
 	run(t, ingest.Options{Brokers: kc.Addrs(), ClickHouseDSN: dsn, BatchSize: 1000, Sink: sink})
 	ev, uniq, exp := counts(t, conn)
