@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -115,50 +116,27 @@ type metricPlan struct {
 func (a *Analyzer) Run(ctx context.Context) (*Pass, error) {
 	start := a.now()
 	pass := &Pass{ID: fmt.Sprintf("%s-%d", a.Replica, start.UnixNano()), Time: start}
-	infos, err := flagInfos(ctx, a.Conn)
+	infos, err := flagActivity(ctx, a.Conn)
 	if err != nil {
 		return nil, err
 	}
-	// One read of the assignment state gives flags, their variants and $multiple counts.
-	variants := make(map[string][]string, len(infos))
-	for k, fi := range infos {
-		variants[k] = fi.variants
-	}
-	d := a.Monitors.Defaults
-	p := newPlan(d.PrePeriod)
-	p.addSegment(ExposureDay)
-	var ratioPairs [][2]int
-	var monitors []*monitor
 	keys := make([]string, 0, len(infos))
 	for k := range infos {
 		keys = append(keys, k)
 	}
-	for _, f := range a.Monitors.Flags {
-		if _, ok := infos[f.Key]; !ok {
-			keys = append(keys, f.Key) // declared but never exposed: reported as no data
-		}
-	}
-	sort.Strings(keys)
-	for _, key := range keys {
-		f := a.Monitors.ForFlag(key, variants[key])
-		m := &monitor{flag: f, variants: orderVariants(f.Control, variants[key])}
-		for _, s := range f.Segments {
-			p.addSegment(s)
-		}
-		for _, mc := range f.Metrics {
-			num, den := p.metricMeasures(mc, d.Window)
-			mp := metricPlan{cfg: mc, num: num, den: den, ratio: -1}
-			if den >= 0 {
-				mp.ratio = len(ratioPairs)
-				ratioPairs = append(ratioPairs, [2]int{num, den})
-			}
-			m.metrics = append(m.metrics, mp)
-		}
-		monitors = append(monitors, m)
-	}
+	p, monitors, ratioPairs := a.plan(keys)
 	cells, err := p.run(ctx, a.Conn, ratioPairs)
 	if err != nil {
 		return nil, err
+	}
+	addVariants(infos, cells)
+	for _, m := range monitors {
+		var vs []string
+		if fi := infos[m.flag.Key]; fi != nil {
+			vs = fi.variants
+		}
+		m.flag = a.Monitors.ForFlag(m.flag.Key, vs)
+		m.variants = orderVariants(m.flag.Control, vs)
 	}
 	h, err := a.history(ctx)
 	if err != nil {
@@ -174,6 +152,42 @@ func (a *Analyzer) Run(ctx context.Context) (*Pass, error) {
 		return pass, err
 	}
 	return pass, nil
+}
+
+// plan builds a pass's query plan and monitors for the exposed flags keys and the
+// declared ones. Metrics and segments do not depend on a flag's variants; the control of
+// a flag that names none does, and is picked once the query has found them.
+func (a *Analyzer) plan(keys []string) (*plan, []*monitor, [][2]int) {
+	keys = slices.Clone(keys)
+	for _, f := range a.Monitors.Flags {
+		if !slices.Contains(keys, f.Key) {
+			keys = append(keys, f.Key) // declared but never exposed: reported as no data
+		}
+	}
+	sort.Strings(keys)
+	d := a.Monitors.Defaults
+	p := newPlan(d.PrePeriod)
+	p.addSegment(ExposureDay)
+	var ratioPairs [][2]int
+	var monitors []*monitor
+	for _, key := range keys {
+		f := a.Monitors.ForFlag(key, nil)
+		m := &monitor{flag: f}
+		for _, s := range f.Segments {
+			p.addSegment(s)
+		}
+		for _, mc := range f.Metrics {
+			num, den := p.metricMeasures(mc, d.Window)
+			mp := metricPlan{cfg: mc, num: num, den: den, ratio: -1}
+			if den >= 0 {
+				mp.ratio = len(ratioPairs)
+				ratioPairs = append(ratioPairs, [2]int{num, den})
+			}
+			m.metrics = append(m.metrics, mp)
+		}
+		monitors = append(monitors, m)
+	}
+	return p, monitors, ratioPairs
 }
 
 // orderVariants puts control first and the rest in name order.

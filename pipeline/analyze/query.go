@@ -91,29 +91,33 @@ func quote(s string) string {
 // skips the granules of the other flags, and UNION ALL runs the branches in parallel.
 const assignmentBranches = 8
 
-// stateBlockRows is the block size of the queries that read the assignment state. Its
-// properties (a whole properties object per (flag, user)) make 18.16's default 65,536-row
-// blocks tens of megabytes each, and allocating and freeing those cost the kernel more
-// than the read itself (measured at 30 M pairs: 14 of 44 CPU-seconds in the kernel; with
-// 8,192 rows, 2 of 30).
+// stateBlockRows is the block size of the pass query. Measured at 30 M pairs with 18.16's
+// default 65,536-row blocks, allocating and freeing the blocks of the per-user event
+// arrays cost the kernel more than the read itself.
 const stateBlockRows = 8192
 
 // externalGroupByBytes is where the pass query's aggregations start spilling to disk;
 // 18.16's default limit for a query is 10 GB.
 const externalGroupByBytes = 2 << 30
 
+// Multiple is the variant a pass reports for users who saw two or more variants of a
+// flag: counted, never compared.
+const Multiple = "$multiple"
+
 // assignmentsFinal is a UNION ALL of assignmentBranches FINAL reads of the assignment
-// state with the given select list; where filters the merged rows.
-func assignmentsFinal(cols, where string) string {
+// state, one row per (flag, user): a_flag, u_id (the user's cityHash64), a_first (first exposure, ms),
+// a_variant (its variant, or Multiple) and a_set (the id of its segment properties in
+// segment_sets).
+func assignmentsFinal() string {
+	cols := "flag AS a_flag, uh AS u_id, finalizeAggregation(first_state) AS a_first, " +
+		"if(finalizeAggregation(low_state) = finalizeAggregation(high_state), finalizeAggregation(variant_state), " + quote(Multiple) + ") AS a_variant, " +
+		"finalizeAggregation(segments_state) AS a_set"
 	var b strings.Builder
 	for i := 0; i < assignmentBranches; i++ {
 		if i > 0 {
-			b.WriteString("\n    UNION ALL\n")
+			b.WriteString("\n      UNION ALL\n")
 		}
-		fmt.Fprintf(&b, "    SELECT %s\n    FROM assignments FINAL PREWHERE cityHash64(flag) %% %d = %d", cols, assignmentBranches, i)
-		if where != "" {
-			b.WriteString(" WHERE " + where)
-		}
+		fmt.Fprintf(&b, "      SELECT %s\n      FROM assignment_state FINAL PREWHERE cityHash64(flag) %% %d = %d", cols, assignmentBranches, i)
 	}
 	return b.String()
 }
@@ -121,12 +125,14 @@ func assignmentsFinal(cols, where string) string {
 // sql builds the single query of a pass. Shape (every name unique, because 18.16 does
 // not resolve table-qualified names across a JOIN):
 //
-//	per (flag, user): variant, first exposure, segment values — the assignment aggregate
-//	  states merged by FINAL and finalized row by row (users with two or more variants,
-//	  $multiple, left out), read in parallel branches (see assignmentBranches)
-//	ANY LEFT JOIN one row per user: the times (and summed property values) of the user's
-//	  events of each measured kind, as arrays — built from one FINAL (deduplicated) read of
-//	  each measured event's key range, so the hash table holds users, not events
+//	per (flag, user hash): variant (Multiple for users who saw two or more), first
+//	  exposure — the assignment aggregate states merged by FINAL and finalized row by
+//	  row, read in parallel branches (see assignmentBranches)
+//	  ANY LEFT JOIN segment_sets: the segment values of the first exposure
+//	ANY LEFT JOIN one row per user hash: the times (and summed property values) of the
+//	  user's events of each measured kind, as arrays — built from one FINAL
+//	  (deduplicated) read of each measured event's key range, so the hash table holds
+//	  users, not events
 //	→ per (flag, user) measures in window and in the pre-period, by array functions
 //	→ per (flag, variant, segment values) sums: n, Σx, Σx², Σpre, Σpre², Σx·pre, and
 //	  Σx·y for ratio pairs (far fewer rows than (flag, user) pairs)
@@ -191,17 +197,21 @@ func (p *plan) sql(ratioPairs [][2]int) string {
 		}
 	}
 
-	// Segment value columns of the assignment side.
-	var segCols, segNames []string
+	// Segment value columns of the assignment side: the exposure day from the first
+	// exposure, every other segment from the (flag, user)'s segment property set.
+	var segCols, setCols, segNames []string
 	segs := []string{"('', '')"}
 	for i, s := range p.segments {
-		expr := fmt.Sprintf("visitParamExtractString(finalizeAggregation(props_state), %s)", quote(s))
 		if s == ExposureDay {
-			expr = "toString(toDate(toDateTime(intDiv(a_first, 1000))))"
+			// A Date groups faster than its string; the few grouped rows convert it.
+			segCols = append(segCols, fmt.Sprintf("toDate(toDateTime(intDiv(a_first, 1000))) AS a_s%d", i))
+			segs = append(segs, fmt.Sprintf("(%s, toString(a_s%d))", quote(s), i))
+		} else {
+			segCols = append(segCols, fmt.Sprintf("a_s%d", i))
+			setCols = append(setCols, fmt.Sprintf("visitParamExtractString(segments, %s) AS a_s%d", quote(s), i))
+			segs = append(segs, fmt.Sprintf("(%s, a_s%d)", quote(s), i))
 		}
-		segCols = append(segCols, fmt.Sprintf("%s AS a_s%d", expr, i))
 		segNames = append(segNames, fmt.Sprintf("a_s%d", i))
-		segs = append(segs, fmt.Sprintf("(%s, a_s%d)", quote(s), i))
 	}
 	keys := strings.Join(append([]string{"a_flag", "a_variant"}, segNames...), ", ")
 
@@ -242,12 +252,17 @@ func (p *plan) sql(ratioPairs [][2]int) string {
 			fmt.Fprintf(&b, ",\n      toFloat64(arrayCount(x_t -> %s, u_t%d)) AS m%d, toFloat64(arrayCount(x_t -> %s, u_t%d)) AS q%d", in, k, i, inPre, k, i)
 		}
 	}
-	aCols := strings.Join(append([]string{"flag AS a_flag", "distinct_id",
-		"finalizeAggregation(first_state) AS a_first", "finalizeAggregation(variants_state)[1] AS a_variant"}, segCols...), ", ")
-	b.WriteString("\n    FROM (\n" + assignmentsFinal(aCols, "length(finalizeAggregation(variants_state)) = 1") + "\n    )\n")
-	b.WriteString("    ANY LEFT JOIN (\n      SELECT distinct_id, " + strings.Join(userCols, ", ") + "\n      FROM (\n")
+	// The (flag, user) rows with their segment values: the segment property sets are
+	// few (users share them), so joining them is a small hash table.
+	b.WriteString("\n    FROM (\n      SELECT " + strings.Join(append([]string{"a_flag", "u_id", "a_first", "a_variant"}, segCols...), ", "))
+	b.WriteString("\n      FROM (\n" + assignmentsFinal() + "\n      )\n")
+	if len(setCols) > 0 {
+		b.WriteString("      ANY LEFT JOIN (SELECT id AS a_set, " + strings.Join(setCols, ", ") + " FROM segment_sets) USING a_set\n")
+	}
+	b.WriteString("    )\n")
+	b.WriteString("    ANY LEFT JOIN (\n      SELECT cityHash64(distinct_id) AS u_id, " + strings.Join(userCols, ", ") + "\n      FROM (\n")
 	b.WriteString(strings.Join(branches, "\n      UNION ALL\n"))
-	b.WriteString("\n      ) GROUP BY distinct_id\n    ) USING distinct_id\n  )\n")
+	b.WriteString("\n      ) GROUP BY u_id\n    ) USING u_id\n  )\n")
 	b.WriteString("  GROUP BY " + keys + "\n)\nARRAY JOIN [" + strings.Join(segs, ", ") + "] AS seg\n")
 	b.WriteString("WHERE seg.1 = '' OR seg.2 != ''\nGROUP BY a_flag, a_variant, seg_prop, seg_value\n")
 	// The (flag, variant, segment values) groups are few for the usual segments, but
@@ -302,61 +317,49 @@ func (p *plan) run(ctx context.Context, conn store.Conn, ratioPairs [][2]int) (m
 type flagInfo struct {
 	firstMs, lastMs int64
 	multiple        uint64
-	// variants are the variants of the flag's users who saw exactly one, in name order
-	// (what flagVariants returns, from the same read).
+	// variants are the variants of the flag's users who saw exactly one, in name order,
+	// from the pass query's cells.
 	variants []string
 }
 
-// flagInfos reads, per flag, the first exposure, the number of $multiple users and the
-// variants, in one streaming FINAL read of the assignment state (see
-// assignmentBranches): a GROUP BY over every (flag, user) would hold all the pairs in
-// memory.
-func flagInfos(ctx context.Context, conn store.Conn) (map[string]*flagInfo, error) {
-	out := map[string]*flagInfo{}
-	rows, err := conn.Query(ctx, "SELECT flag, toUInt8(nv > 1) AS multi, if(multi = 1, '', vs[1]) AS v, min(f), count() FROM (\n"+
-		assignmentsFinal("flag, finalizeAggregation(first_state) AS f, finalizeAggregation(variants_state) AS vs, length(vs) AS nv", "")+
-		fmt.Sprintf("\n) GROUP BY flag, multi, v ORDER BY flag, multi, v SETTINGS max_block_size = %d", stateBlockRows))
+// flagActivity reads every exposed flag's first and last exposure from flag_activity, a
+// few rows per flag kept by a materialized view over exposures.
+func flagActivity(ctx context.Context, conn store.Conn) (map[string]*flagInfo, error) {
+	rows, err := conn.Query(ctx, "SELECT flag, minMerge(first_state), maxMerge(last_state) FROM flag_activity GROUP BY flag")
 	if err != nil {
-		return nil, fmt.Errorf("query flags: %w", err)
+		return nil, fmt.Errorf("query flag activity: %w", err)
 	}
 	defer rows.Close()
+	out := map[string]*flagInfo{}
 	for rows.Next() {
-		var f, v string
-		var multi uint8
-		var first int64
-		var n uint64
-		if err := rows.Scan(&f, &multi, &v, &first, &n); err != nil {
-			return nil, fmt.Errorf("scan flags: %w", err)
-		}
-		fi := out[f]
-		if fi == nil {
-			fi = &flagInfo{firstMs: first}
-			out[f] = fi
-		}
-		fi.firstMs = min(fi.firstMs, first)
-		if multi == 1 {
-			fi.multiple += n
-		} else {
-			fi.variants = append(fi.variants, v)
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	rows2, err := conn.Query(ctx, "SELECT flag, max(ts_ms) FROM exposures GROUP BY flag")
-	if err != nil {
-		return nil, fmt.Errorf("query last exposures: %w", err)
-	}
-	defer rows2.Close()
-	for rows2.Next() {
 		var f string
-		var last int64
-		if err := rows2.Scan(&f, &last); err != nil {
-			return nil, fmt.Errorf("scan last exposures: %w", err)
+		fi := &flagInfo{}
+		if err := rows.Scan(&f, &fi.firstMs, &fi.lastMs); err != nil {
+			return nil, fmt.Errorf("scan flag activity: %w", err)
 		}
-		if fi := out[f]; fi != nil {
-			fi.lastMs = last
+		out[f] = fi
+	}
+	return out, rows.Err()
+}
+
+// addVariants fills infos' variants and $multiple counts from the whole-flag cells of a
+// pass.
+func addVariants(infos map[string]*flagInfo, cells map[cellKey]*cell) {
+	for k, c := range cells {
+		if k.segProp != "" {
+			continue
+		}
+		fi := infos[k.flag]
+		if fi == nil {
+			continue // exposed after flag_activity was read
+		}
+		if k.variant == Multiple {
+			fi.multiple += c.n
+		} else {
+			fi.variants = append(fi.variants, k.variant)
 		}
 	}
-	return out, rows2.Err()
+	for _, fi := range infos {
+		sort.Strings(fi.variants)
+	}
 }

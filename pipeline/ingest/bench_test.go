@@ -48,7 +48,7 @@ const (
 //
 //   - reads it with a plain franz-go consumer (the broker's ceiling);
 //   - runs cmd/ingest as a subprocess (fresh group, fresh database, --exit-when-caught-up)
-//     with the assignments materialized view (the join) and without it, timing the
+//     with the assignment-state materialized views (the join) and without them, timing the
 //     process from start to exit and reading its peak RSS from wait4's rusage;
 //   - lets ClickHouse's own Kafka engine + a materialized view read it into an equivalent
 //     MergeTree, timed from CREATE MATERIALIZED VIEW until count() = N, in two forms:
@@ -90,7 +90,9 @@ func BenchmarkIngest(b *testing.B) {
 	run := func(label string, join, stats bool) ingestResult {
 		dsn, conn := chtest.NewDB(b, ch.DSN)
 		if !join {
-			mustExec(b, conn, "DROP TABLE assignments_mv")
+			for _, mv := range []string{"assignment_state_mv", "segment_sets_mv", "flag_activity_mv"} {
+				mustExec(b, conn, "DROP TABLE "+mv)
+			}
 		}
 		var r ingestResult
 		c0 := cpu.sample()
@@ -118,7 +120,7 @@ func BenchmarkIngest(b *testing.B) {
 		r.cpu = cpu.sample().sub(c0)
 		checkCounts(b, conn, n, prod.exposures)
 		if stats {
-			r.tables = tableStats(b, conn, dsn, "events", "exposures", "assignments")
+			r.tables = tableStats(b, conn, dsn, "events", "exposures", "assignment_state", "segment_sets", "flag_activity")
 		}
 		// Dropping the database now stops its merges before the next run.
 		mustExec(b, conn, "DROP DATABASE "+dbName(b, dsn))
@@ -141,7 +143,7 @@ func BenchmarkIngest(b *testing.B) {
 	// The report.
 	rate := func(d time.Duration) float64 { return float64(n) / d.Seconds() }
 	stored := stats.total()
-	assign := stats["assignments"]
+	assign := stats["assignment_state"]
 	pairs := float64(max(assign.rows, 1))
 	ratioJSON := rate(withJoin.dur) / rate(engineJSON.dur)
 	ratioRaw := rate(withJoin.dur) / rate(engineRaw.dur)
@@ -195,7 +197,7 @@ func BenchmarkIngest(b *testing.B) {
 		perM(withJoin.ingestCPU+withJoin.cpu.ch), perM(withJoin.ingestCPU), perM(withJoin.cpu.ch), perM(noJoin.ingestCPU+noJoin.cpu.ch),
 		engineJSON.variant.name, perM(engineJSON.cpu.ch), engineRaw.variant.name, perM(engineRaw.cpu.ch))
 	fmt.Fprintf(&out, "stored (compressed, after OPTIMIZE FINAL): %.1f bytes/event =", float64(stored.compressed)/float64(n))
-	for i, t := range []string{"events", "exposures", "assignments"} {
+	for i, t := range []string{"events", "exposures", "assignment_state", "segment_sets", "flag_activity"} {
 		sep := " +"
 		if i == 0 {
 			sep = ""

@@ -109,9 +109,9 @@ func TestReplayTwiceExactCountsAndPoison(t *testing.T) {
 	// user with an exposure has exactly one variant here.
 	var assigned, multiple uint64
 	require.NoError(t, conn.QueryRow(context.Background(), `
-		SELECT count(), countIf(nv > 1) FROM (
-			SELECT flag, distinct_id, length(groupUniqArrayMerge(variants_state)) AS nv
-			FROM assignments GROUP BY flag, distinct_id)`).Scan(&assigned, &multiple))
+		SELECT count(), countIf(lo != hi) FROM (
+			SELECT flag, uh, minMerge(low_state) AS lo, maxMerge(high_state) AS hi
+			FROM assignment_state GROUP BY flag, uh)`).Scan(&assigned, &multiple))
 	require.Equal(t, uint64(0), multiple)
 	require.NotZero(t, assigned)
 
