@@ -8,8 +8,9 @@
 // view) with that user's events in a single scan, computes per-user measures for the
 // distinct measures of all monitors, and returns per (flag, variant, segment) sufficient
 // statistics; Go then runs the pure statistics (pipeline/stats via pipeline/evaluate, the
-// same code path as `analyzer evaluate`). So a pass costs one scan of the events whatever
-// the number of flags × metrics × segments.
+// same code path as `analyzer evaluate`). So a pass costs one scan of the events and one
+// read of the assignment state whatever the number of flags × metrics × segments; the
+// flags themselves, their age and staleness come from flag_activity, a few rows per flag.
 package analyze
 
 import (

@@ -122,28 +122,18 @@ func assignmentsFinal() string {
 	return b.String()
 }
 
-// sql builds the single query of a pass. Shape (every name unique, because 18.16 does
-// not resolve table-qualified names across a JOIN):
-//
-//	per (flag, user hash): variant (Multiple for users who saw two or more), first
-//	  exposure — the assignment aggregate states merged by FINAL and finalized row by
-//	  row, read in parallel branches (see assignmentBranches)
-//	  ANY LEFT JOIN segment_sets: the segment values of the first exposure
-//	ANY LEFT JOIN one row per user hash: the times (and summed property values) of the
-//	  user's events of each measured kind, as arrays — built from one FINAL
-//	  (deduplicated) read of each measured event's key range, so the hash table holds
-//	  users, not events
-//	→ per (flag, user) measures in window and in the pre-period, by array functions
-//	→ per (flag, variant, segment values) sums: n, Σx, Σx², Σpre, Σpre², Σx·pre, and
-//	  Σx·y for ratio pairs (far fewer rows than (flag, user) pairs)
-//	→ ARRAY JOIN over (total, each segment property) → per (flag, variant, segment) sums.
-//
-// Memory grows with the users (the join's hash table: one row per user, holding the
-// times of their measured events) and with the (flag, variant, segment values) groups,
-// never with the (flag, user) pairs or with events × flags. Results are those of the
-// per-(flag, user) GROUP BY this replaced, which needed more than 18.16's 10 GB limit
-// at 1 M users in 10–50 flags each.
-func (p *plan) sql(ratioPairs [][2]int) string {
+// pairsSQL is the per-(flag, user) level of a pass: columns a_flag, a_variant, the
+// segment values a_s0… (keys), u_id, a_first, the measures m0…, q0… and the ratio
+// products r0….
+type pairsSQL struct {
+	sql, keys string
+	segTuples []string // ('', ''), (segment property, value column)… for ARRAY JOIN
+}
+
+// pairs builds the per-(flag, user) rows, for every user, or with touched (a table
+// expression with columns uh and distinct_id, e.g. "touched_users WHERE at >= …") for
+// those users only.
+func (p *plan) pairs(ratioPairs [][2]int, touched string) pairsSQL {
 	var b strings.Builder
 	// Measured events, in name order, and the numeric properties each one needs.
 	var evList []string
@@ -185,7 +175,11 @@ func (p *plan) sql(ratioPairs [][2]int) string {
 				cols += fmt.Sprintf(", toFloat64(0) AS e_v%d", j)
 			}
 		}
-		branches = append(branches, fmt.Sprintf("      SELECT %s FROM events FINAL WHERE event = %s", cols, quote(e)))
+		where := "event = " + quote(e)
+		if touched != "" {
+			where += " AND distinct_id IN (SELECT distinct_id FROM " + touched + ")"
+		}
+		branches = append(branches, fmt.Sprintf("    SELECT %s FROM events FINAL WHERE %s", cols, where))
 	}
 	var userCols []string
 	for k := range evList {
@@ -215,28 +209,8 @@ func (p *plan) sql(ratioPairs [][2]int) string {
 	}
 	keys := strings.Join(append([]string{"a_flag", "a_variant"}, segNames...), ", ")
 
-	// Outermost: per (flag, variant, segment).
-	b.WriteString("SELECT a_flag, a_variant, seg.1 AS seg_prop, seg.2 AS seg_value, sum(c_n) AS n")
-	for i := range p.measures {
-		fmt.Fprintf(&b, ", sum(s_x%d), sum(s_xx%d), sum(s_q%d), sum(s_qq%d), sum(s_xq%d)", i, i, i, i, i)
-	}
-	for i := range ratioPairs {
-		fmt.Fprintf(&b, ", sum(s_r%d)", i)
-	}
-	// Per (flag, variant, segment values).
-	// count(a_first), not count(): 18.16 prunes a subquery's columns that the query
-	// above does not name, and does not see names captured by lambdas, so a_first must be
-	// named here and in the select list below or the measures lose it.
-	b.WriteString("\nFROM (\n  SELECT " + keys + ", count(a_first) AS c_n")
-	for i := range p.measures {
-		fmt.Fprintf(&b, ", sum(m%d) AS s_x%d, sum(m%d * m%d) AS s_xx%d, sum(q%d) AS s_q%d, sum(q%d * q%d) AS s_qq%d, sum(m%d * q%d) AS s_xq%d",
-			i, i, i, i, i, i, i, i, i, i, i, i, i)
-	}
-	for i, rp := range ratioPairs {
-		fmt.Fprintf(&b, ", sum(m%d * m%d) AS s_r%d", rp[0], rp[1], i)
-	}
-	// Per (flag, user): the measures.
-	b.WriteString("\n  FROM (\n    SELECT " + keys + ", a_first")
+	// Per (flag, user): the measures, ratio products and first exposure.
+	b.WriteString("SELECT " + keys + ", u_id, a_first")
 	for i, m := range p.measures {
 		k := evIdx[m.event]
 		in := fmt.Sprintf("x_t >= a_first AND x_t < a_first + %d", m.window.Milliseconds())
@@ -244,26 +218,82 @@ func (p *plan) sql(ratioPairs [][2]int) string {
 		switch m.kind {
 		case "sum":
 			v := fmt.Sprintf("u_v%d_%d", k, props[m.property])
-			fmt.Fprintf(&b, ",\n      arraySum((x_t, x_v) -> if(%s, x_v, 0), u_t%d, %s) AS m%d, arraySum((x_t, x_v) -> if(%s, x_v, 0), u_t%d, %s) AS q%d",
+			fmt.Fprintf(&b, ",\n  arraySum((x_t, x_v) -> if(%s, x_v, 0), u_t%d, %s) AS m%d, arraySum((x_t, x_v) -> if(%s, x_v, 0), u_t%d, %s) AS q%d",
 				in, k, v, i, inPre, k, v, i)
 		case "conversion":
-			fmt.Fprintf(&b, ",\n      toFloat64(arrayExists(x_t -> %s, u_t%d)) AS m%d, toFloat64(arrayExists(x_t -> %s, u_t%d)) AS q%d", in, k, i, inPre, k, i)
+			fmt.Fprintf(&b, ",\n  toFloat64(arrayExists(x_t -> %s, u_t%d)) AS m%d, toFloat64(arrayExists(x_t -> %s, u_t%d)) AS q%d", in, k, i, inPre, k, i)
 		default:
-			fmt.Fprintf(&b, ",\n      toFloat64(arrayCount(x_t -> %s, u_t%d)) AS m%d, toFloat64(arrayCount(x_t -> %s, u_t%d)) AS q%d", in, k, i, inPre, k, i)
+			fmt.Fprintf(&b, ",\n  toFloat64(arrayCount(x_t -> %s, u_t%d)) AS m%d, toFloat64(arrayCount(x_t -> %s, u_t%d)) AS q%d", in, k, i, inPre, k, i)
 		}
+	}
+	for i, rp := range ratioPairs {
+		fmt.Fprintf(&b, ",\n  m%d * m%d AS r%d", rp[0], rp[1], i)
 	}
 	// The (flag, user) rows with their segment values: the segment property sets are
 	// few (users share them), so joining them is a small hash table.
-	b.WriteString("\n    FROM (\n      SELECT " + strings.Join(append([]string{"a_flag", "u_id", "a_first", "a_variant"}, segCols...), ", "))
-	b.WriteString("\n      FROM (\n" + assignmentsFinal() + "\n      )\n")
-	if len(setCols) > 0 {
-		b.WriteString("      ANY LEFT JOIN (SELECT id AS a_set, " + strings.Join(setCols, ", ") + " FROM segment_sets) USING a_set\n")
+	b.WriteString("\nFROM (\n  SELECT " + strings.Join(append([]string{"a_flag", "u_id", "a_first", "a_variant"}, segCols...), ", "))
+	if touched == "" {
+		b.WriteString("\n  FROM (\n" + assignmentsFinal() + "\n  )\n")
+	} else {
+		// A few users: their rows, found through the (uh, flag) key, merged by GROUP BY.
+		b.WriteString("\n  FROM (\n    SELECT flag AS a_flag, uh AS u_id, minMerge(first_state) AS a_first, " +
+			"if(minMerge(low_state) = maxMerge(high_state), argMinMerge(variant_state), " + quote(Multiple) + ") AS a_variant, " +
+			"argMinMerge(segments_state) AS a_set\n    FROM assignment_state WHERE uh IN (SELECT uh FROM " + touched + ") GROUP BY flag, uh\n  )\n")
 	}
-	b.WriteString("    )\n")
-	b.WriteString("    ANY LEFT JOIN (\n      SELECT cityHash64(distinct_id) AS u_id, " + strings.Join(userCols, ", ") + "\n      FROM (\n")
-	b.WriteString(strings.Join(branches, "\n      UNION ALL\n"))
-	b.WriteString("\n      ) GROUP BY u_id\n    ) USING u_id\n  )\n")
-	b.WriteString("  GROUP BY " + keys + "\n)\nARRAY JOIN [" + strings.Join(segs, ", ") + "] AS seg\n")
+	if len(setCols) > 0 {
+		b.WriteString("  ANY LEFT JOIN (SELECT id AS a_set, " + strings.Join(setCols, ", ") + " FROM segment_sets) USING a_set\n")
+	}
+	b.WriteString(")\n")
+	b.WriteString("ANY LEFT JOIN (\n  SELECT cityHash64(distinct_id) AS u_id, " + strings.Join(userCols, ", ") + "\n  FROM (\n")
+	b.WriteString(strings.Join(branches, "\n  UNION ALL\n"))
+	b.WriteString("\n  ) GROUP BY u_id\n) USING u_id")
+	return pairsSQL{sql: b.String(), keys: keys, segTuples: segs}
+}
+
+// groupedSQL is the pass query that computes every cell from scratch. Shape (every name unique, because 18.16 does
+// not resolve table-qualified names across a JOIN):
+//
+//	per (flag, user hash): variant (Multiple for users who saw two or more), first
+//	  exposure — the assignment aggregate states merged by FINAL and finalized row by
+//	  row, read in parallel branches (see assignmentBranches)
+//	  ANY LEFT JOIN segment_sets: the segment values of the first exposure
+//	ANY LEFT JOIN one row per user hash: the times (and summed property values) of the
+//	  user's events of each measured kind, as arrays — built from one FINAL
+//	  (deduplicated) read of each measured event's key range, so the hash table holds
+//	  users, not events
+//	→ per (flag, user) measures in window and in the pre-period, by array functions
+//	→ per (flag, variant, segment values) sums: n, Σx, Σx², Σpre, Σpre², Σx·pre, and
+//	  Σx·y for ratio pairs (far fewer rows than (flag, user) pairs)
+//	→ ARRAY JOIN over (total, each segment property) → per (flag, variant, segment) sums.
+//
+// Memory grows with the users (the join's hash table: one row per user, holding the
+// times of their measured events) and with the (flag, variant, segment values) groups,
+// never with the (flag, user) pairs or with events × flags. Results are those of the
+// per-(flag, user) GROUP BY this replaced, which needed more than 18.16's 10 GB limit
+// at 1 M users in 10–50 flags each.
+func (p *plan) groupedSQL(ratioPairs [][2]int) string {
+	ps := p.pairs(ratioPairs, "")
+	var b strings.Builder
+	b.WriteString("SELECT a_flag, a_variant, seg.1 AS seg_prop, seg.2 AS seg_value, sum(c_n) AS n")
+	for i := range p.measures {
+		fmt.Fprintf(&b, ", sum(s_x%d), sum(s_xx%d), sum(s_q%d), sum(s_qq%d), sum(s_xq%d)", i, i, i, i, i)
+	}
+	for i := range ratioPairs {
+		fmt.Fprintf(&b, ", sum(s_r%d)", i)
+	}
+	// count(a_first), not count(): 18.16 prunes a subquery's columns that the query
+	// above does not name, and does not see names captured by lambdas, so a_first must be
+	// named here or the measures below lose it.
+	b.WriteString("\nFROM (\n  SELECT " + ps.keys + ", count(a_first) AS c_n")
+	for i := range p.measures {
+		fmt.Fprintf(&b, ", sum(m%d) AS s_x%d, sum(m%d * m%d) AS s_xx%d, sum(q%d) AS s_q%d, sum(q%d * q%d) AS s_qq%d, sum(m%d * q%d) AS s_xq%d",
+			i, i, i, i, i, i, i, i, i, i, i, i, i)
+	}
+	for i := range ratioPairs {
+		fmt.Fprintf(&b, ", sum(r%d) AS s_r%d", i, i)
+	}
+	b.WriteString("\n  FROM (\n" + ps.sql + "\n  )\n")
+	b.WriteString("  GROUP BY " + ps.keys + "\n)\nARRAY JOIN [" + strings.Join(ps.segTuples, ", ") + "] AS seg\n")
 	b.WriteString("WHERE seg.1 = '' OR seg.2 != ''\nGROUP BY a_flag, a_variant, seg_prop, seg_value\n")
 	// The (flag, variant, segment values) groups are few for the usual segments, but
 	// segment properties of high cardinality could make them many: let them spill to
@@ -289,7 +319,7 @@ func (p *plan) run(ctx context.Context, conn store.Conn, ratioPairs [][2]int) (m
 	if len(p.measures) == 0 {
 		return map[cellKey]*cell{}, nil
 	}
-	rows, err := conn.Query(ctx, p.sql(ratioPairs))
+	rows, err := conn.Query(ctx, p.groupedSQL(ratioPairs))
 	if err != nil {
 		return nil, fmt.Errorf("query cohort statistics: %w", err)
 	}

@@ -5,7 +5,7 @@
 // every record polled so far (or the record went to the dead-letter topic), and the
 // tables deduplicate on event uuid. So a crash, a ClickHouse outage or a rebalance can
 // make ingest insert a record twice but never lose one, and twice collapses to once. The
-// join of exposures with events happens in ClickHouse (see schemas/clickhouse/0002), so
+// join of exposures with events happens in ClickHouse (see schemas/clickhouse/0030), so
 // ingest holds no per-user state that a rebalance could lose.
 //
 // The poll loop uses franz-go's BlockRebalanceOnPoll: partitions cannot be revoked
@@ -206,7 +206,7 @@ type topicPartition struct {
 
 // maxInFlight is how many batches may be inserted at once. ClickHouse stores one INSERT
 // on one core, and a batch's client-side work (encoding blocks) and server-side work
-// (sorting, compressing, writing the part, the assignments view) alternate; two in flight
+// (sorting, compressing, writing the part, the assignment-state views) alternate; two in flight
 // keep both sides busy. Offsets are still committed strictly in batch order.
 const maxInFlight = 2
 

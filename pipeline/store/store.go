@@ -234,7 +234,8 @@ func Migrate(ctx context.Context, conn Conn) error {
 func execTolerant(ctx context.Context, conn Conn, stmt string) error {
 	err := conn.Exec(ctx, stmt)
 	var ex *clickhouse.Exception
-	if errors.As(err, &ex) && (ex.Code == 57 || ex.Code == 82) { // TABLE_ALREADY_EXISTS, DATABASE_ALREADY_EXISTS
+	// 44: an ALTER … ADD COLUMN (18.16 has no IF NOT EXISTS there) that another migrator ran.
+	if errors.As(err, &ex) && (ex.Code == 57 || ex.Code == 82 || ex.Code == 44) { // TABLE_ALREADY_EXISTS, DATABASE_ALREADY_EXISTS, ILLEGAL_COLUMN
 		return nil
 	}
 	return err

@@ -39,16 +39,17 @@ type columns struct {
 	sources []string
 	flags   []string
 	vars    []string
+	segs    []string // exposures' segment properties (event.SegmentProps)
 }
 
 func (c *columns) reset() {
 	c.uuids, c.names, c.users, c.ts, c.secs = c.uuids[:0], c.names[:0], c.users[:0], c.ts[:0], c.secs[:0]
-	c.props, c.sources, c.flags, c.vars = c.props[:0], c.sources[:0], c.flags[:0], c.vars[:0]
+	c.props, c.sources, c.flags, c.vars, c.segs = c.props[:0], c.sources[:0], c.flags[:0], c.vars[:0], c.segs[:0]
 }
 
 // release empties the columns and drops their references to strings.
 func (c *columns) release() {
-	for _, s := range [][]string{c.names, c.users, c.props, c.sources, c.flags, c.vars} {
+	for _, s := range [][]string{c.names, c.users, c.props, c.sources, c.flags, c.vars, c.segs} {
 		clear(s[:cap(s)])
 	}
 	c.reset()
@@ -111,11 +112,15 @@ func (w *Writer) Write(ctx context.Context, evs []event.Event) (events, exposure
 		return len(evs), 0, nil
 	}
 	i, x := 0, 0 // event, exposure within it
-	err = w.insert(ctx, "INSERT INTO exposures (uuid, flag, variant, distinct_id, ts_ms, timestamp, properties, source)",
+	seg := ""    // the segment properties of evs[i], computed once for all its exposures
+	err = w.insert(ctx, "INSERT INTO exposures (uuid, flag, variant, distinct_id, ts_ms, timestamp, properties, source, segments)",
 		func() []any {
 			c.reset()
 			for ; i < len(evs) && len(c.uuids) < blockRows; i, x = i+1, 0 {
 				e := &evs[i]
+				if x == 0 && len(e.Exposures) > 0 {
+					seg = event.SegmentProps(e.Properties)
+				}
 				for ; x < len(e.Exposures) && len(c.uuids) < blockRows; x++ {
 					c.uuids = append(c.uuids, e.UUID)
 					c.flags = append(c.flags, e.Exposures[x].Flag)
@@ -125,6 +130,7 @@ func (w *Writer) Write(ctx context.Context, evs []event.Event) (events, exposure
 					c.secs = append(c.secs, unixSeconds(e.TsMs))
 					c.props = append(c.props, e.Properties)
 					c.sources = append(c.sources, e.Source)
+					c.segs = append(c.segs, seg)
 				}
 				if x < len(e.Exposures) {
 					break // the block is full in the middle of this event's exposures
@@ -133,7 +139,7 @@ func (w *Writer) Write(ctx context.Context, evs []event.Event) (events, exposure
 			if len(c.uuids) == 0 {
 				return nil
 			}
-			return []any{c.uuids, c.flags, c.vars, c.users, c.ts, c.secs, c.props, c.sources}
+			return []any{c.uuids, c.flags, c.vars, c.users, c.ts, c.secs, c.props, c.sources, c.segs}
 		})
 	if err != nil {
 		return 0, 0, fmt.Errorf("insert exposures batch: %w", err)

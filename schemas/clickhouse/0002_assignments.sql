@@ -1,3 +1,5 @@
+-- Superseded by 0030_assignment_state.sql, which drops these two objects; kept so that
+-- databases migrated before it replay the same history.
 -- Assignment state: per (flag, user) the first exposure time, the variant of that first
 -- exposure, every variant seen (two or more = $multiple), and the first exposure's
 -- properties (segments). Kept as aggregate states fed by a materialized view: min, argMin
