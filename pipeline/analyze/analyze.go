@@ -84,6 +84,12 @@ type Analyzer struct {
 	// Lookup reads rollback secrets (os.LookupEnv by default).
 	Lookup  config.Lookup
 	Replica string
+	// RecomputeAll makes every pass recompute every (flag, user) instead of the users
+	// with new data (see incremental.go).
+	RecomputeAll bool
+	// RebuildEvery rebuilds the incremental state from every (flag, user) once it is
+	// this old (0: only when the plan changes).
+	RebuildEvery time.Duration
 }
 
 func (a *Analyzer) now() time.Time {
@@ -126,7 +132,7 @@ func (a *Analyzer) Run(ctx context.Context) (*Pass, error) {
 		keys = append(keys, k)
 	}
 	p, monitors, ratioPairs := a.plan(keys)
-	cells, err := p.run(ctx, a.Conn, ratioPairs)
+	cells, err := a.cells(ctx, p, ratioPairs, pass.ID)
 	if err != nil {
 		return nil, err
 	}

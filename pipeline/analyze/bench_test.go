@@ -135,38 +135,35 @@ func benchPass(b *testing.B, base, suffix string, d benchData) {
 	load := benchLoad(b, ctx, conn, d)
 	scan1 := benchScan(b, ctx, conn)
 
+	// Three passes over the same data: one that recomputes every (flag, user) (the
+	// from-scratch design), one that builds the incremental state, and, after 20 minutes
+	// of new data (the 15-minute schedule plus the 5-minute look-back of touchMargin), the
+	// incremental pass the schedule then runs.
 	a := &Analyzer{Conn: conn, Monitors: benchMonitors(b), Replica: "bench", Logger: quietLogger(),
-		Now: func() time.Time { return benchStart.Add(24 * 24 * time.Hour) }}
-	var pass, cohort time.Duration
-	var peak float64
-	var failed error
-	var rows int
-	var qs []benchQuery
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
+		Now: func() time.Time { return benchStart.Add(24 * 24 * time.Hour) }, RecomputeAll: true}
+	timed := func(what string) (time.Duration, []benchQuery, int) {
 		from := benchServerNow(b, ctx, conn)
 		start := time.Now()
 		p, err := a.Run(ctx)
-		pass = time.Since(start)
-		qs = benchQueries(b, ctx, conn, from)
+		took := time.Since(start)
+		qs := benchQueries(b, ctx, conn, from)
+		benchLogQueries(b, what, qs)
 		if err != nil {
-			// Still measure what can be: flagInfos and the cohort query on their own.
-			b.StopTimer()
-			failed = err
-			benchLogQueries(b, qs)
-			qs = nil
-			b.Logf("analyzer pass FAILED after %s: %v", pass.Round(time.Millisecond), err)
-			var infos time.Duration
-			var ok bool
-			if infos, cohort, peak, ok = benchCohortAlone(b, ctx, conn, a); !ok {
-				b.FailNow()
-			}
-			pass = infos + cohort
-			break
+			b.Fatalf("%s FAILED after %s: %v", what, took.Round(time.Millisecond), err)
 		}
-		rows = len(p.Rows)
-		cohort, peak = benchCohort(qs)
+		return took, qs, len(p.Rows)
 	}
+	b.ResetTimer()
+	recompute, qs, _ := timed("pass recomputing every (flag, user)")
+	cohort, peak := benchCohort(qs)
+	a.RecomputeAll = false
+	build, _, _ := timed("first incremental pass (builds the state)")
+	touchMargin = 0 // the new data below stands for the look-back as well
+	defer func() { touchMargin = 5 * time.Minute }()
+	time.Sleep(1100 * time.Millisecond) // touched_users has second resolution
+	newEvents, newExposures := benchNewData(b, ctx, conn, d, 20*time.Minute)
+	pass, _, rows := timed("incremental pass")
+	benchSameCells(b, ctx, a)
 	b.StopTimer()
 	scan2 := benchScan(b, ctx, conn)
 	scan := min(scan1, scan2)
@@ -189,23 +186,15 @@ func benchPass(b *testing.B, base, suffix string, d benchData) {
 		load.events, d.users, benchFlagCount, load.exposures, load.pairs, load.multiple, load.took.Round(time.Second), load.parts)
 	b.Logf("stored: %.0f bytes/event (events %.0f, exposures %.0f, assignment state %.0f)",
 		load.bytesPerEvent, load.perTable["events"], load.perTable["exposures"], load.perTable["assignment_state"])
-	if qs != nil {
-		benchLogQueries(b, qs)
-	}
 	var tw strings.Builder
 	w := tabwriter.NewWriter(&tw, 0, 0, 2, ' ', tabwriter.AlignRight)
-	passHead := "pass s"
-	if failed != nil {
-		passHead = "pass s (*)"
-	}
-	fmt.Fprintf(w, "events\tusers\tpairs\t%s\tcohort query s\tcohort peak MB\tscan s\tpass/scan\trows\t\n", passHead)
-	fmt.Fprintf(w, "%d\t%d\t%d\t%.2f\t%.2f\t%.0f\t%.3f\t%.1f\t%d\t\n", load.events, d.users, load.pairs,
-		pass.Seconds(), cohort.Seconds(), peak, scan.Seconds(), ratio, rows)
+	fmt.Fprintf(w, "events\tusers\tpairs\tscan s\tincremental pass s\tpass/scan\trecompute pass s\trecompute/scan\tcohort query s\tcohort peak MB\tbuild pass s\trows\t\n")
+	fmt.Fprintf(w, "%d\t%d\t%d\t%.3f\t%.3f\t%.1f\t%.2f\t%.1f\t%.2f\t%.0f\t%.2f\t%d\t\n", load.events, d.users, load.pairs,
+		scan.Seconds(), pass.Seconds(), ratio, recompute.Seconds(), recompute.Seconds()/scan.Seconds(), cohort.Seconds(), peak, build.Seconds(), rows)
 	_ = w.Flush()
-	if failed != nil {
-		tw.WriteString("(*) the pass failed; this is flagActivity + the cohort query, run on their own\n")
-	}
-	b.Logf("one analyzer pass vs one plain scan (SELECT event, count() FROM events GROUP BY event; best of two):\n%s", tw.String())
+	b.Logf("analyzer passes vs one plain scan (SELECT event, count() FROM events GROUP BY event; best of two); "+
+		"the incremental pass after %d new events and %d new exposures (20 minutes of this data's traffic), and its cells "+
+		"checked equal to a recomputation:\n%s", newEvents, newExposures, tw.String())
 	b.Logf("for scale, each alone: reading every column of every event %.2f s (%.1f× the scan; pass = %.1f× it); "+
 		"merging the assignment state once %.2f s (%.1f× the scan); gathering each user's event times %.2f s (%.1f× the scan)",
 		rowScan.Seconds(), rowScan.Seconds()/scan.Seconds(), pass.Seconds()/rowScan.Seconds(),
@@ -216,6 +205,8 @@ func benchPass(b *testing.B, base, suffix string, d benchData) {
 		b.Logf("pass/scan = %.1f exceeds the target of 3", ratio)
 	}
 	b.ReportMetric(pass.Seconds(), "pass-s")
+	b.ReportMetric(recompute.Seconds(), "recompute-pass-s")
+	b.ReportMetric(build.Seconds(), "build-pass-s")
 	b.ReportMetric(cohort.Seconds(), "cohort-query-s")
 	b.ReportMetric(peak, "cohort-peak-MB")
 	b.ReportMetric(scan.Seconds(), "scan-s")
@@ -227,9 +218,6 @@ func benchPass(b *testing.B, base, suffix string, d benchData) {
 	b.ReportMetric(load.bytesPerEvent, "stored-B/event")
 	b.ReportMetric(float64(load.pairs), "pairs")
 	b.ReportMetric(load.took.Seconds(), "load-s")
-	if failed != nil {
-		b.Errorf("analyzer pass failed: %v", failed)
-	}
 }
 
 type sweepResult struct {
@@ -247,7 +235,7 @@ func benchSweep(b *testing.B, base, suffix string, d benchData) sweepResult {
 	conn := benchDB(b, base, suffix)
 	load := benchLoad(b, ctx, conn, d)
 	a := &Analyzer{Conn: conn, Monitors: benchMonitors(b), Replica: "bench", Logger: quietLogger(),
-		Now: func() time.Time { return benchStart.Add(24 * 24 * time.Hour) }}
+		Now: func() time.Time { return benchStart.Add(24 * 24 * time.Hour) }, RecomputeAll: true}
 	from := benchServerNow(b, ctx, conn)
 	b.ResetTimer()
 	start := time.Now()
@@ -506,35 +494,6 @@ func benchTime(b *testing.B, ctx context.Context, conn store.Conn, q string) tim
 	return time.Since(start)
 }
 
-// benchCohortAlone times flagActivity and the cohort-statistics query on their own, with
-// the plan Run would build, so that a pass failing elsewhere still gives these numbers.
-func benchCohortAlone(b *testing.B, ctx context.Context, conn store.Conn, a *Analyzer) (infosTook, cohortTook time.Duration, peakMB float64, ok bool) {
-	start := time.Now()
-	infos, err := flagActivity(ctx, conn)
-	infosTook = time.Since(start)
-	if err != nil {
-		b.Logf("flag activity failed after %s: %v", infosTook.Round(time.Millisecond), err)
-		return
-	}
-	b.Logf("flag activity alone: %.2f s", infosTook.Seconds())
-	var keys []string
-	for k := range infos {
-		keys = append(keys, k)
-	}
-	p, _, ratioPairs := a.plan(keys)
-	from := benchServerNow(b, ctx, conn)
-	start = time.Now()
-	_, err = p.run(ctx, conn, ratioPairs)
-	cohortTook = time.Since(start)
-	_, peakMB = benchCohort(benchQueries(b, ctx, conn, from))
-	if err != nil {
-		b.Logf("cohort query alone failed after %s (peak %.0f MB): %v", cohortTook.Round(time.Millisecond), peakMB, err)
-		return
-	}
-	b.Logf("cohort query alone: %.2f s, peak %.0f MB", cohortTook.Seconds(), peakMB)
-	return infosTook, cohortTook, peakMB, true
-}
-
 // benchServerNow is the server's clock, to pick a pass's queries out of the query log:
 // the benchmark's database is the only one the server works on while it runs.
 func benchServerNow(b *testing.B, ctx context.Context, conn store.Conn) time.Time {
@@ -599,7 +558,7 @@ func benchCohort(qs []benchQuery) (time.Duration, float64) {
 	return 0, 0
 }
 
-func benchLogQueries(b *testing.B, qs []benchQuery) {
+func benchLogQueries(b *testing.B, what string, qs []benchQuery) {
 	var tw strings.Builder
 	w := tabwriter.NewWriter(&tw, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(w, "seconds\tpeak MB\trows read\tMB read\tquery\n")
@@ -614,7 +573,7 @@ func benchLogQueries(b *testing.B, qs []benchQuery) {
 		fmt.Fprintf(w, "%.2f\t%.0f\t%.0f\t%.0f\t%s\n", q.dur.Seconds(), q.memMB, q.readRows, q.readMB, text)
 	}
 	_ = w.Flush()
-	b.Logf("queries of the pass (system.query_log):\n%s", tw.String())
+	b.Logf("queries of the %s (system.query_log):\n%s", what, tw.String())
 }
 
 func benchEnvInt(b *testing.B, name string, def int) int {
@@ -640,4 +599,87 @@ func benchWithSetting(b *testing.B, dsn, key, value string) string {
 	q.Set(key, value)
 	u.RawQuery = q.Encode()
 	return u.String()
+}
+
+// benchNewData inserts span's worth of this data's traffic, ending at the analyzer's
+// clock: product events of existing users (the data has 10 M events over about 35 days)
+// and the exposures of the users who arrive meanwhile (1 M over 21 days).
+func benchNewData(b *testing.B, ctx context.Context, conn store.Conn, d benchData, span time.Duration) (events, exposures int) {
+	now := benchStart.Add(24 * 24 * time.Hour).UnixMilli()
+	events = int(float64(d.events) * span.Hours() / (35 * 24))
+	arrivals := int(float64(d.users) * span.Hours() / (21 * 24))
+	traits := fmt.Sprintf(sqlUserTraits, benchStart.UnixMilli(), benchDay)
+	props := fmt.Sprintf(sqlProps, benchStart.UnixMilli(), benchDay)
+	if err := conn.Exec(ctx, fmt.Sprintf(`INSERT INTO events (uuid, event, distinct_id, ts_ms, timestamp, properties, source)
+		SELECT generateUUIDv4(), ev, did, ts, toDateTime(intDiv(ts, 1000)), props, 'posthog' FROM (
+		SELECT number AS n, cityHash64(n, 77) %% %[1]d AS u, %[2]s,
+			cityHash64(n, 78) %% 100 AS er,
+			multiIf(er < 40, '$pageview', er < 68, '$autocapture', er < 83, '$pageleave', er < 86, '$exception',
+				er < 89, 'purchase', er < 91, 'signed_up', '$web_vitals') AS ev,
+			toInt64(%[3]d - cityHash64(n, 79) %% %[4]d) AS ts,
+			'/cart' AS page,
+			if(ev = 'purchase', concat(',"revenue":', toString(round((1000 + cityHash64(n, 80) %% 19000) / 100, 2)), ',"currency":"USD"'), '') AS extra,
+			%[5]s
+		FROM numbers(%[6]d))`, d.users, traits, now, span.Milliseconds(), props, events)); err != nil {
+		b.Fatalf("new events: %v", err)
+	}
+	var before uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM exposures").Scan(&before); err != nil {
+		b.Fatal(err)
+	}
+	// New users u ≥ d.users, each in k of the flags like the rest, first exposed now.
+	if err := conn.Exec(ctx, fmt.Sprintf(`INSERT INTO exposures (uuid, flag, variant, distinct_id, ts_ms, timestamp, properties, source, segments)
+		SELECT generateUUIDv4(), flag, variant, did, ts, toDateTime(intDiv(ts, 1000)), props, 'posthog',
+			concat('{"$lib":"web","$lib_version":"1.200.0","$browser":"', browser, '","$os":"', os,
+				'","$device_type":"Desktop","$current_url":"https://shop.example.com', page, '","$geoip_country_code":"', country,
+				'","plan":"', plan, '","plan":"', plan, '","$geoip_country_code":"', country, '"}') FROM (
+		SELECT number AS n, %[1]d + intDiv(n, %[2]d) AS u, n %% %[2]d AS j,
+			%[3]d + cityHash64(u, 20) %% %[4]d AS k,
+			(cityHash64(u, 21) + j) %% %[2]d AS fi,
+			concat('flag-', if(fi < 10, '0', ''), toString(fi)) AS flag,
+			if(fi %% 10 = 9, ['control', 'test', 'test-b'], ['control', 'test']) AS vs,
+			vs[1 + cityHash64(u, fi, 25) %% length(vs)] AS variant,
+			%[5]s,
+			toInt64(%[6]d - cityHash64(u, 81) %% %[7]d) AS ts,
+			'/' AS page,
+			concat(',"$feature_flag":"', flag, '","$feature_flag_response":"', variant, '"') AS extra,
+			%[8]s
+		FROM numbers(%[9]d) WHERE j < k)`, d.users, benchFlagCount, d.minFlags, d.maxFlags-d.minFlags+1, traits, now,
+		span.Milliseconds(), props, arrivals*benchFlagCount)); err != nil {
+		b.Fatalf("new exposures: %v", err)
+	}
+	var after uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM exposures").Scan(&after); err != nil {
+		b.Fatal(err)
+	}
+	return events, int(after - before)
+}
+
+// benchSameCells checks the incremental state against a recomputation of every (flag,
+// user) over the same data.
+func benchSameCells(b *testing.B, ctx context.Context, a *Analyzer) {
+	infos, err := flagActivity(ctx, a.Conn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var keys []string
+	for k := range infos {
+		keys = append(keys, k)
+	}
+	p, _, ratioPairs := a.plan(keys)
+	g, err := currentGeneration(ctx, a.Conn, p.id(ratioPairs))
+	if err != nil || g == nil {
+		b.Fatalf("current generation: %v", err)
+	}
+	got, err := readCells(ctx, a.Conn, g.gen, len(p.measures), len(ratioPairs))
+	if err != nil {
+		b.Fatal(err)
+	}
+	want, err := p.run(ctx, a.Conn, ratioPairs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := sameCells(want, got); err != nil {
+		b.Fatalf("incremental cells differ from a recomputation: %v", err)
+	}
 }

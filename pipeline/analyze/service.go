@@ -38,6 +38,8 @@ type Options struct {
 	RepeatCritical time.Duration
 	ListenAddr     string
 	Replica        string
+	RecomputeAll   bool
+	RebuildEvery   time.Duration
 	Stdout         io.Writer
 	Logger         *slog.Logger
 	// Now overrides the clock (tests, replays of a synthetic week).
@@ -58,6 +60,8 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.ListenAddr, "listen", ":9102", "address for /metrics and /healthz (run; empty: off)")
 	host, _ := os.Hostname()
 	fs.StringVar(&o.Replica, "replica-id", host+"-"+strconv.Itoa(os.Getpid()), "this replica's name in pass leases")
+	fs.BoolVar(&o.RecomputeAll, "recompute-all", false, "every pass recomputes every (flag, user) instead of only the users with new data")
+	fs.DurationVar(&o.RebuildEvery, "rebuild-every", 24*time.Hour, "rebuild the incremental state from all data once it is this old (0: only when the monitors change)")
 }
 
 // Run loads the monitors (failing on a bad file), then runs passes on the schedule, or
@@ -97,7 +101,8 @@ func Run(ctx context.Context, o Options) error {
 		o.Logger.Warn("could not ensure alerts topic", "topic", o.AlertsTopic, "err", err)
 	}
 	a := &Analyzer{Conn: conn, Monitors: mons, Emitter: kafkaEmitter{cl}, Logger: o.Logger, Now: o.Now,
-		RepeatCritical: o.RepeatCritical, Lookup: o.Lookup, Replica: o.Replica}
+		RepeatCritical: o.RepeatCritical, Lookup: o.Lookup, Replica: o.Replica,
+		RecomputeAll: o.RecomputeAll, RebuildEvery: o.RebuildEvery}
 	if o.Once {
 		pass, err := a.Run(ctx)
 		if err != nil {
