@@ -11,6 +11,12 @@
 // same code path as `analyzer evaluate`). So a pass costs one scan of the events and one
 // read of the assignment state whatever the number of flags × metrics × segments; the
 // flags themselves, their age and staleness come from flag_activity, a few rows per flag.
+//
+// And the scheduled passes do not even do that: they are incremental (incremental.go).
+// The per-(flag, user) rows of that query are kept, with per-cell sums beside them, and a
+// pass recomputes only the users with new events or exposures since the last one, so its
+// cost follows the new data. A pass from scratch (--recompute-all, and the daily rebuild)
+// gives the same cells.
 package analyze
 
 import (

@@ -20,8 +20,8 @@ ALTER TABLE exposures ADD COLUMN segments String DEFAULT {{template "segments"}}
 -- a 64-bit hash of the user (measured at 30 M pairs), and every (flag, user) carried its
 -- own copy of properties that users share. The pass joins events on the same hash; two
 -- users colliding in 64 bits is a chance of about n²/2⁶⁵ (3·10⁻⁸ at a million users).
--- Keyed by user first: an incremental pass (0040) looks up the users with new data, and
--- their rows must sit together for the sparse index to skip the rest.
+-- Keyed by user first, in small granules: an incremental pass (0040) looks up the users
+-- with new data, and their rows must sit together for the sparse index to skip the rest.
 -- All five aggregates are commutative and idempotent, as before: arrival order,
 -- lateness, replays and rebalances give the same state.
 CREATE TABLE IF NOT EXISTS assignment_state (
@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS assignment_state (
     high_state     AggregateFunction(max, UInt64),
     segments_state AggregateFunction(argMin, UInt64, Int64)
 ) ENGINE = AggregatingMergeTree
-ORDER BY (uh, flag);
+ORDER BY (uh, flag)
+SETTINGS index_granularity = 1024;
 
 -- Segment property sets by id (cityHash64 of the set): a pass joins (flag, user) rows to
 -- their segment values through this small table. Duplicates collapse on merge and are
