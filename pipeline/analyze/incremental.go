@@ -19,9 +19,10 @@ import (
 // those of groupedSQL over the same data (TestIncrementalEqualsRecompute).
 //
 // Why it holds under failure: a row is live while its signs sum to a positive count, and
-// a pass recomputes from the live rows it finds. A pass that fails after inserting part or
-// all of its rows, before recording its watermark, is followed by one that recomputes
-// the same users from what was inserted, which nets out. What would drift — a server
+// a pass nets every row of the users it recomputes to zero before adding their new rows.
+// A pass that fails after inserting part or all of its rows, before recording its
+// watermark, is followed by one that recomputes the same users from what was inserted,
+// which nets out. Passes that write take a lease, one at a time. What would drift — a server
 // crash between a contributions part and its view's part — is bounded by rebuilding the
 // generation every RebuildEvery.
 
@@ -81,10 +82,12 @@ func (p *plan) contributionsSQL(ratioPairs [][2]int, gen uint64, touched string)
 	fmt.Fprintf(&b, "SELECT toUInt64(%d) AS c_gen, u_id AS c_uh, a_flag AS c_flag, a_variant AS c_variant, %s AS c_props, %s AS c_segs, %s AS c_x, %s AS c_q, %s AS c_r, toInt8(1) AS c_sign\nFROM (\n%s\n) WHERE NOT ignore(a_first)\n",
 		gen, arr(props, "emptyArrayString()"), arr(segs, "emptyArrayString()"), arr(x, "emptyArrayFloat64()"), arr(q, "emptyArrayFloat64()"), arr(r, "emptyArrayFloat64()"), ps.sql)
 	if touched != "" {
+		// Every row of these users nets to zero, not only the live ones: a row left at −1
+		// (by passes that overlapped despite the lease) is put right too.
 		fmt.Fprintf(&b, "UNION ALL\nSELECT gen, uh, flag, variant, seg_props, segs, x, q, r, toInt8(-live) FROM (\n"+
 			"  SELECT gen, uh, flag, variant, seg_props, segs, x, q, r, sum(sign) AS live FROM contributions\n"+
 			"  WHERE gen = %d AND uh IN (SELECT uh FROM %s)\n"+
-			"  GROUP BY gen, uh, flag, variant, seg_props, segs, x, q, r HAVING live > 0)\n", gen, touched)
+			"  GROUP BY gen, uh, flag, variant, seg_props, segs, x, q, r HAVING live != 0)\n", gen, touched)
 	}
 	fmt.Fprintf(&b, "SETTINGS max_bytes_before_external_group_by = %d, max_block_size = %d", externalGroupByBytes, stateBlockRows)
 	return b.String()
@@ -145,7 +148,26 @@ func (a *Analyzer) cells(ctx context.Context, p *plan, ratioPairs [][2]int, pass
 	if err != nil {
 		return nil, err
 	}
-	if g == nil || (a.RebuildEvery > 0 && now.Sub(time.UnixMilli(g.builtMs)) >= a.RebuildEvery) {
+	rebuild := g == nil || (a.RebuildEvery > 0 && now.Sub(time.UnixMilli(g.builtMs)) >= a.RebuildEvery)
+	// One writer at a time: two passes applying the same users' rows would count them
+	// twice until those users are touched again. The scheduled passes already hold a
+	// slot lease; this one also covers `analyzer once` and a pass that outlives its slot.
+	// The key expires with its ten-minute bucket, so a writer that died does not block
+	// the next. A pass that loses it recomputes from scratch rather than read cells
+	// mid-update.
+	key := fmt.Sprintf("contributions-%d-%d", planID, now.Unix()/600)
+	if !rebuild {
+		key = fmt.Sprintf("contributions-%d-%d-%d", g.gen, g.watermark.Unix(), now.Unix()/600)
+	}
+	ok, err := Lease(ctx, a.Conn, key, a.Replica, now)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		a.log().Info("another pass is updating the incremental state; this one recomputes every (flag, user)")
+		return p.run(ctx, a.Conn, ratioPairs)
+	}
+	if rebuild {
 		if g, err = a.buildGeneration(ctx, p, ratioPairs, planID, now, passID); err != nil {
 			return nil, err
 		}

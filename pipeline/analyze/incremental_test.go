@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"sort"
+	"sync"
 	"testing"
 	"time"
 
@@ -98,6 +99,27 @@ core_metrics:
 	touched := fmt.Sprintf("touched_users WHERE at >= toDateTime(%d)", g.watermark.Unix())
 	require.NoError(t, conn.Exec(ctx, p.contributionsSQL(ratioPairs, g.gen, touched)))
 	check("after a pass that died before its watermark")
+
+	// Two passes at once (say `analyzer once` beside the schedule): one updates, the
+	// other recomputes; both see the right cells, and so does the next.
+	ingestInto(t, dsn, recs[len(recs)/2:len(recs)/2+len(recs)/20], "overlap")
+	time.Sleep(1100 * time.Millisecond)
+	p, _, ratioPairs = a.plan([]string{"checkout", "search"})
+	want, err := p.run(ctx, conn, ratioPairs)
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	outs := make([]map[cellKey]*cell, 2)
+	errs := make([]error, 2)
+	for i := range outs {
+		wg.Add(1)
+		go func() { defer wg.Done(); outs[i], errs[i] = a.cells(ctx, p, ratioPairs, fmt.Sprintf("overlap-%d", i)) }()
+	}
+	wg.Wait()
+	for i := range outs {
+		require.NoError(t, errs[i])
+		requireSameCells(t, fmt.Sprintf("overlapping pass %d", i), want, outs[i])
+	}
+	check("after two overlapping passes")
 
 	a.RebuildEvery = time.Nanosecond
 	check("after a rebuild")

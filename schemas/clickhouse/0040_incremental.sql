@@ -22,11 +22,11 @@ FROM exposures
 GROUP BY distinct_id;
 
 -- What each (flag, user) adds to its cells under one generation (gen: a plan — measures,
--- segments, pre-period — built at one time). A pass inserts, for each user it
--- recomputes, the rows it finds live with the opposite sign and the new rows with sign
--- +1, in one INSERT; a row is live while the sum of its signs is positive. A pass that
--- fails half-way leaves rows whose signs the next pass, recomputing the same users, nets
--- out. Rows accumulate until the next generation replaces the partition.
+-- segments, pre-period — built at one time). A pass inserts, in one INSERT, for each user
+-- it recomputes, every row it finds with the opposite of its summed sign (netting it to
+-- zero) and the new rows with sign +1; a row is live while its signs sum to a positive
+-- count. A pass that fails half-way leaves rows that the next pass, recomputing the same
+-- users, nets out. Rows accumulate until the next generation replaces the partition.
 CREATE TABLE IF NOT EXISTS contributions (
     gen       UInt64,
     uh        UInt64,
