@@ -48,7 +48,7 @@ const (
 //
 //   - reads it with a plain franz-go consumer (the broker's ceiling);
 //   - runs cmd/ingest as a subprocess (fresh group, fresh database, --exit-when-caught-up)
-//     with the assignment-state materialized views (the join) and without them, timing the
+//     with the materialized views (the join and the analyzer's touched users) and without them, timing the
 //     process from start to exit and reading its peak RSS from wait4's rusage;
 //   - lets ClickHouse's own Kafka engine + a materialized view read it into an equivalent
 //     MergeTree, timed from CREATE MATERIALIZED VIEW until count() = N, in two forms:
@@ -90,7 +90,9 @@ func BenchmarkIngest(b *testing.B) {
 	run := func(label string, join, stats bool) ingestResult {
 		dsn, conn := chtest.NewDB(b, ch.DSN)
 		if !join {
-			for _, mv := range []string{"assignment_state_mv", "segment_sets_mv", "flag_activity_mv"} {
+			// Every view: the assignment state, segment sets, flag activity and the
+			// touched users of incremental passes are all the join's work at insert.
+			for _, mv := range []string{"assignment_state_mv", "segment_sets_mv", "flag_activity_mv", "touched_events_mv", "touched_exposures_mv"} {
 				mustExec(b, conn, "DROP TABLE "+mv)
 			}
 		}
@@ -120,7 +122,7 @@ func BenchmarkIngest(b *testing.B) {
 		r.cpu = cpu.sample().sub(c0)
 		checkCounts(b, conn, n, prod.exposures)
 		if stats {
-			r.tables = tableStats(b, conn, dsn, "events", "exposures", "assignment_state", "segment_sets", "flag_activity")
+			r.tables = tableStats(b, conn, dsn, "events", "exposures", "assignment_state", "segment_sets", "flag_activity", "touched_users")
 		}
 		// Dropping the database now stops its merges before the next run.
 		mustExec(b, conn, "DROP DATABASE "+dbName(b, dsn))
@@ -197,7 +199,7 @@ func BenchmarkIngest(b *testing.B) {
 		perM(withJoin.ingestCPU+withJoin.cpu.ch), perM(withJoin.ingestCPU), perM(withJoin.cpu.ch), perM(noJoin.ingestCPU+noJoin.cpu.ch),
 		engineJSON.variant.name, perM(engineJSON.cpu.ch), engineRaw.variant.name, perM(engineRaw.cpu.ch))
 	fmt.Fprintf(&out, "stored (compressed, after OPTIMIZE FINAL): %.1f bytes/event =", float64(stored.compressed)/float64(n))
-	for i, t := range []string{"events", "exposures", "assignment_state", "segment_sets", "flag_activity"} {
+	for i, t := range []string{"events", "exposures", "assignment_state", "segment_sets", "flag_activity", "touched_users"} {
 		sep := " +"
 		if i == 0 {
 			sep = ""
