@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS contributions (
 ) ENGINE = MergeTree
 PARTITION BY gen
 ORDER BY (gen, uh, flag)
-SETTINGS index_granularity = 1024;
+SETTINGS index_granularity = 256;
 
 -- The cells: per (flag, variant, segment property, value) — '' for the whole flag — the
 -- signed sums of n, x, x², q, q², x·q and the ratio products, kept by a view in the same
