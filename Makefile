@@ -46,7 +46,7 @@ bench-ingest: deps ## ingest (with and without the join) vs ClickHouse's Kafka e
 	$(GO) test -run '^$$' -bench BenchmarkIngest -benchtime 1x -timeout 30m -v ./pipeline/ingest/
 
 .PHONY: bench-analyzer
-bench-analyzer: deps ## one analyzer pass vs one plain scan of the events table
+bench-analyzer: deps ## analyzer passes (incremental, from scratch, rebuild) vs one plain scan of the events table
 	$(GO) test -run '^$$' -bench BenchmarkAnalyzerPass -benchtime 1x -timeout 60m -v ./pipeline/analyze/
 
 .PHONY: bench-capture
@@ -55,5 +55,6 @@ bench-capture: ## capture under wrk load
 	pipeline/capture/bench.sh
 
 .PHONY: fuzz
-fuzz: ## fuzz the event decoder for a minute
+fuzz: ## fuzz the event decoder and the segment-property scanner, a minute each
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./pipeline/event/
+	$(GO) test -run '^$$' -fuzz FuzzSegmentProps -fuzztime 60s ./pipeline/event/

@@ -73,10 +73,12 @@ type benchData struct {
 //
 //   - pass: FLAGWATCH_BENCH_EVENTS product events (default 10 M) of
 //     FLAGWATCH_BENCH_USERS users (default 1 M), each user exposed to 10–50 of 50 flags;
-//     one full analyzer pass (50 flags × 3 metrics × 3 segment properties) against one
-//     plain scan of the events table, and their ratio;
+//     analyzer passes over 50 flags × 3 metrics × 3 segment properties — one recomputing
+//     every (flag, user), one building the incremental state, and the incremental pass
+//     after 20 minutes of new traffic, its cells checked against a recomputation —
+//     against one plain scan of the events table, and their ratios;
 //   - flags_per_user=1|10|50: a tenth of that data with every user in exactly 1, 10 or 50
-//     flags: pass and cohort-query time, and bytes stored per event.
+//     flags: recomputing pass and cohort-query time, and bytes stored per event.
 //
 // Data is generated inside ClickHouse (INSERT … SELECT FROM numbers()), so loading costs
 // no encoding or network and exposures go through the assignment-state materialized views
