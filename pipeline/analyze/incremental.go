@@ -53,7 +53,7 @@ func (p *plan) id(ratioPairs [][2]int) uint64 {
 // empty, else, for the touched users, their live rows negated and their new rows.
 func (p *plan) contributionsSQL(ratioPairs [][2]int, gen uint64, touched string) string {
 	ps := p.pairs(ratioPairs, touched)
-	var props, segs, x, q, r []string
+	var props, segs, terms []string
 	for i, s := range p.segments {
 		props = append(props, quote(s))
 		if s == ExposureDay {
@@ -63,11 +63,11 @@ func (p *plan) contributionsSQL(ratioPairs [][2]int, gen uint64, touched string)
 		}
 	}
 	for i := range p.measures {
-		x = append(x, fmt.Sprintf("m%d", i))
-		q = append(q, fmt.Sprintf("q%d", i))
+		terms = append(terms, fmt.Sprintf("m%d", i), fmt.Sprintf("m%d * m%d", i, i), fmt.Sprintf("q%d", i),
+			fmt.Sprintf("q%d * q%d", i, i), fmt.Sprintf("m%d * q%d", i, i))
 	}
 	for i := range ratioPairs {
-		r = append(r, fmt.Sprintf("r%d", i))
+		terms = append(terms, fmt.Sprintf("r%d", i))
 	}
 	arr := func(xs []string, empty string) string {
 		if len(xs) == 0 {
@@ -76,18 +76,18 @@ func (p *plan) contributionsSQL(ratioPairs [][2]int, gen uint64, touched string)
 		return "[" + strings.Join(xs, ", ") + "]"
 	}
 	var b strings.Builder
-	b.WriteString("INSERT INTO contributions (gen, uh, flag, variant, seg_props, segs, x, q, r, sign)\n")
+	b.WriteString("INSERT INTO contributions (gen, uh, flag, variant, seg_props, segs, s, sign)\n")
 	// NOT ignore(a_first) names a_first, which 18.16 would otherwise prune from the
 	// level below although the measures' lambdas use it.
-	fmt.Fprintf(&b, "SELECT toUInt64(%d) AS c_gen, u_id AS c_uh, a_flag AS c_flag, a_variant AS c_variant, %s AS c_props, %s AS c_segs, %s AS c_x, %s AS c_q, %s AS c_r, toInt8(1) AS c_sign\nFROM (\n%s\n) WHERE NOT ignore(a_first)\n",
-		gen, arr(props, "emptyArrayString()"), arr(segs, "emptyArrayString()"), arr(x, "emptyArrayFloat64()"), arr(q, "emptyArrayFloat64()"), arr(r, "emptyArrayFloat64()"), ps.sql)
+	fmt.Fprintf(&b, "SELECT toUInt64(%d) AS c_gen, u_id AS c_uh, a_flag AS c_flag, a_variant AS c_variant, %s AS c_props, %s AS c_segs, %s AS c_s, toInt8(1) AS c_sign\nFROM (\n%s\n) WHERE NOT ignore(a_first)\n",
+		gen, arr(props, "emptyArrayString()"), arr(segs, "emptyArrayString()"), arr(terms, "emptyArrayFloat64()"), ps.sql)
 	if touched != "" {
 		// Every row of these users nets to zero, not only the live ones: a row left at −1
 		// (by passes that overlapped despite the lease) is put right too.
-		fmt.Fprintf(&b, "UNION ALL\nSELECT gen, uh, flag, variant, seg_props, segs, x, q, r, toInt8(-live) FROM (\n"+
-			"  SELECT gen, uh, flag, variant, seg_props, segs, x, q, r, sum(sign) AS live FROM contributions\n"+
+		fmt.Fprintf(&b, "UNION ALL\nSELECT gen, uh, flag, variant, seg_props, segs, s, toInt8(-live) FROM (\n"+
+			"  SELECT gen, uh, flag, variant, seg_props, segs, s, sum(sign) AS live FROM contributions\n"+
 			"  WHERE gen = %d AND uh IN (SELECT uh FROM %s)\n"+
-			"  GROUP BY gen, uh, flag, variant, seg_props, segs, x, q, r HAVING live != 0)\n", gen, touched)
+			"  GROUP BY gen, uh, flag, variant, seg_props, segs, s HAVING live != 0)\n", gen, touched)
 	}
 	fmt.Fprintf(&b, "SETTINGS max_bytes_before_external_group_by = %d, max_block_size = %d", externalGroupByBytes, stateBlockRows)
 	return b.String()
@@ -237,11 +237,10 @@ func (a *Analyzer) buildGeneration(ctx context.Context, p *plan, ratioPairs [][2
 	return g, nil
 }
 
-// readCells reads generation gen's cells.
+// readCells reads generation gen's cells; each cell's summed terms are, per measure, Σx,
+// Σx², Σq, Σq², Σx·q, then each ratio pair's Σx·y (see contributionsSQL).
 func readCells(ctx context.Context, conn store.Conn, gen uint64, measures, ratios int) (map[cellKey]*cell, error) {
-	rows, err := conn.Query(ctx, fmt.Sprintf(`SELECT flag, variant, seg_prop, seg_value, sumMerge(n_state) AS n,
-		sumForEachMerge(x_state), sumForEachMerge(xx_state), sumForEachMerge(q_state), sumForEachMerge(qq_state),
-		sumForEachMerge(xq_state), sumForEachMerge(r_state)
+	rows, err := conn.Query(ctx, fmt.Sprintf(`SELECT flag, variant, seg_prop, seg_value, sumMerge(n_state) AS n, sumForEachMerge(s_state)
 		FROM cell_sums WHERE gen = %d GROUP BY flag, variant, seg_prop, seg_value HAVING n > 0`, gen))
 	if err != nil {
 		return nil, fmt.Errorf("query cells: %w", err)
@@ -251,16 +250,16 @@ func readCells(ctx context.Context, conn store.Conn, gen uint64, measures, ratio
 	for rows.Next() {
 		var k cellKey
 		var n int64
-		var x, xx, q, qq, xq, r []float64
-		if err := rows.Scan(&k.flag, &k.variant, &k.segProp, &k.segValue, &n, &x, &xx, &q, &qq, &xq, &r); err != nil {
+		var s []float64
+		if err := rows.Scan(&k.flag, &k.variant, &k.segProp, &k.segValue, &n, &s); err != nil {
 			return nil, fmt.Errorf("scan cells: %w", err)
 		}
 		c := &cell{n: uint64(n), m: make([]moments, measures), ratios: make([]float64, ratios)}
 		for i := range c.m {
-			c.m[i] = moments{sum: at(x, i), sumSq: at(xx, i), pre: at(q, i), preSq: at(qq, i), cross: at(xq, i)}
+			c.m[i] = moments{sum: at(s, 5*i), sumSq: at(s, 5*i+1), pre: at(s, 5*i+2), preSq: at(s, 5*i+3), cross: at(s, 5*i+4)}
 		}
 		for i := range c.ratios {
-			c.ratios[i] = at(r, i)
+			c.ratios[i] = at(s, 5*measures+i)
 		}
 		out[k] = c
 	}

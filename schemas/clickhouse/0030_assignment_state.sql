@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS assignment_state (
     segments_state AggregateFunction(argMin, UInt64, Int64)
 ) ENGINE = AggregatingMergeTree
 ORDER BY (uh, flag)
-SETTINGS index_granularity = 1024;
+SETTINGS index_granularity = 256;
 
 -- Segment property sets by id (cityHash64 of the set): a pass joins (flag, user) rows to
 -- their segment values through this small table. Duplicates collapse on merge and are

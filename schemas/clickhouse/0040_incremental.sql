@@ -34,9 +34,10 @@ CREATE TABLE IF NOT EXISTS contributions (
     variant   String,
     seg_props Array(String),
     segs      Array(String),
-    x         Array(Float64),
-    q         Array(Float64),
-    r         Array(Float64),
+    -- per measure x, x², q, q², x·q (x in the window, q in the pre-period), then each
+    -- ratio pair's product: the row's terms of its cells' sums, so the view below sums
+    -- one array instead of computing them for every cell the row lands in.
+    s         Array(Float64),
     sign      Int8
 ) ENGINE = MergeTree
 PARTITION BY gen
@@ -44,8 +45,8 @@ ORDER BY (gen, uh, flag)
 SETTINGS index_granularity = 256;
 
 -- The cells: per (flag, variant, segment property, value) — '' for the whole flag — the
--- signed sums of n, x, x², q, q², x·q and the ratio products, kept by a view in the same
--- INSERT as the contributions, so the two cannot drift apart through a pass.
+-- signed sums of n and of the contribution terms, kept by a view in the same INSERT as
+-- the contributions, so the two cannot drift apart through a pass.
 CREATE TABLE IF NOT EXISTS cell_sums (
     gen       UInt64,
     flag      {{.Str}},
@@ -53,12 +54,7 @@ CREATE TABLE IF NOT EXISTS cell_sums (
     seg_prop  String,
     seg_value String,
     n_state   AggregateFunction(sum, Int64),
-    x_state   AggregateFunction(sumForEach, Array(Float64)),
-    xx_state  AggregateFunction(sumForEach, Array(Float64)),
-    q_state   AggregateFunction(sumForEach, Array(Float64)),
-    qq_state  AggregateFunction(sumForEach, Array(Float64)),
-    xq_state  AggregateFunction(sumForEach, Array(Float64)),
-    r_state   AggregateFunction(sumForEach, Array(Float64))
+    s_state   AggregateFunction(sumForEach, Array(Float64))
 ) ENGINE = AggregatingMergeTree
 PARTITION BY gen
 ORDER BY (gen, flag, variant, seg_prop, seg_value);
@@ -66,13 +62,8 @@ ORDER BY (gen, flag, variant, seg_prop, seg_value);
 CREATE MATERIALIZED VIEW IF NOT EXISTS cell_sums_mv TO cell_sums AS
 SELECT
     gen, flag, variant, seg.1 AS seg_prop, seg.2 AS seg_value,
-    sumState(toInt64(sign))                                AS n_state,
-    sumForEachState(arrayMap(v -> v * sign, x))            AS x_state,
-    sumForEachState(arrayMap(v -> v * v * sign, x))        AS xx_state,
-    sumForEachState(arrayMap(v -> v * sign, q))            AS q_state,
-    sumForEachState(arrayMap(v -> v * v * sign, q))        AS qq_state,
-    sumForEachState(arrayMap((v, w) -> v * w * sign, x, q)) AS xq_state,
-    sumForEachState(arrayMap(v -> v * sign, r))            AS r_state
+    sumState(toInt64(sign))                     AS n_state,
+    sumForEachState(arrayMap(v -> v * sign, s)) AS s_state
 FROM contributions
 ARRAY JOIN arrayConcat([('', '')], arrayMap((p, v) -> (p, v), seg_props, segs)) AS seg
 WHERE seg.1 = '' OR seg.2 != ''
