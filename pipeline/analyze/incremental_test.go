@@ -179,7 +179,7 @@ func sameCells(want, got map[cellKey]*cell) error {
 // ingestInto sends recs through a fresh kfake cluster and ingest into the database at dsn.
 func ingestInto(t *testing.T, dsn string, recs []synth.Record, group string) {
 	t.Helper()
-	kc := brokertest.Cluster(t, 2, broker.EventsTopic)
+	kc := brokertest.Cluster(t, 4, broker.EventsTopic)
 	cl := brokertest.Client(t, kc, kgo.ProducerLinger(5*time.Millisecond))
 	krecs := make([]*kgo.Record, len(recs))
 	for i, r := range recs {

@@ -222,6 +222,10 @@ func requireSame(t *testing.T, what string, want, got map[statKey]stat) {
 // deliver sends recs through kfake and ingest into a fresh database and returns it.
 func deliver(t *testing.T, base string, recs []synth.Record, twoConsumers bool) store.Conn {
 	dsn, conn := chtest.NewDB(t, base)
+	if !twoConsumers {
+		ingestInto(t, dsn, recs, "join")
+		return conn
+	}
 	kc := brokertest.Cluster(t, 4, broker.EventsTopic)
 	cl := brokertest.Client(t, kc, kgo.ProducerLinger(5*time.Millisecond))
 	krecs := make([]*kgo.Record, len(recs))
@@ -230,12 +234,6 @@ func deliver(t *testing.T, base string, recs []synth.Record, twoConsumers bool) 
 	}
 	o := ingest.Options{Brokers: kc.Addrs(), ClickHouseDSN: dsn, Group: "join", Logger: quietLogger(),
 		BatchSize: 20000, BatchInterval: 100 * time.Millisecond}
-	if !twoConsumers {
-		brokertest.Produce(t, cl, broker.EventsTopic, krecs...)
-		o.ExitWhenCaughtUp = true
-		require.NoError(t, ingest.Run(context.Background(), o))
-		return conn
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	startConsumer := func() {
