@@ -181,7 +181,34 @@ func (a *Analyzer) cells(ctx context.Context, p *plan, ratioPairs [][2]int, pass
 			return nil, err
 		}
 	}
+	a.trimTouched(ctx, now)
 	return readCells(ctx, a.Conn, g.gen, len(p.measures), len(ratioPairs))
+}
+
+// trimTouched drops the days of touched_users before yesterday: passes read it back to
+// their last watermark minus touchMargin, minutes ago. Dropping a partition is a metadata
+// change, cheap enough for every pass.
+func (a *Analyzer) trimTouched(ctx context.Context, now time.Time) {
+	rows, err := a.Conn.Query(ctx, fmt.Sprintf(`SELECT DISTINCT partition FROM system.parts
+		WHERE database = currentDatabase() AND table = 'touched_users' AND active AND partition < '%s'`,
+		now.UTC().Add(-48*time.Hour).Format("20060102")))
+	if err != nil {
+		a.log().Warn("list touched_users partitions", "err", err)
+		return
+	}
+	var old []string
+	for rows.Next() {
+		var p string
+		if err := rows.Scan(&p); err == nil {
+			old = append(old, p)
+		}
+	}
+	rows.Close()
+	for _, p := range old {
+		if err := a.Conn.Exec(ctx, "ALTER TABLE touched_users DROP PARTITION "+p); err != nil {
+			a.log().Warn("drop a touched_users partition", "partition", p, "err", err) // space, not correctness
+		}
+	}
 }
 
 // buildGeneration makes a new generation from every (flag, user) and drops the plan's older ones.
@@ -205,12 +232,6 @@ func (a *Analyzer) buildGeneration(ctx context.Context, p *plan, ratioPairs [][2
 		return nil, err
 	}
 	a.log().Info("built a new generation of contributions", "plan", planID, "gen", g.gen, "took", time.Since(start).Round(time.Millisecond))
-	// touched_users is only read back to the last watermark, minus touchMargin: days
-	// before yesterday are no longer needed by this plan's passes (nor, with the daily
-	// rebuild, by any other's).
-	if err := a.Conn.Exec(ctx, fmt.Sprintf("ALTER TABLE touched_users DELETE WHERE at < toDateTime(%d)", now.Add(-48*time.Hour).Unix())); err != nil {
-		a.log().Warn("trim touched_users", "err", err)
-	}
 	rows, err := a.Conn.Query(ctx, fmt.Sprintf("SELECT DISTINCT gen FROM analysis_generations WHERE plan = %d AND gen != %d AND built_ms <= %d",
 		planID, g.gen, g.builtMs))
 	if err != nil {

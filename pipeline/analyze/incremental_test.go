@@ -121,6 +121,13 @@ core_metrics:
 	}
 	check("after two overlapping passes")
 
+	// touched_users keeps only the days passes still read.
+	require.NoError(t, conn.Exec(ctx, "INSERT INTO touched_users SELECT now() - 5 * 86400, 1, 'old'"))
+	check("with an old day of touched users")
+	var stale uint64
+	require.NoError(t, conn.QueryRow(ctx, "SELECT count() FROM touched_users WHERE at < now() - 3 * 86400").Scan(&stale))
+	require.Zero(t, stale, "days before yesterday are dropped")
+
 	a.RebuildEvery = time.Nanosecond
 	check("after a rebuild")
 	var gens uint64
