@@ -235,7 +235,7 @@ func (a *Analyzer) evaluateFlag(m *monitor, info *flagInfo, cells map[cellKey]*c
 	var rows []Row
 	segValues := map[string][]string{}
 	for k := range cells {
-		if k.flag == f.Key && k.segProp != "" && contains(f.Segments, k.segProp) && !contains(segValues[k.segProp], k.segValue) {
+		if k.flag == f.Key && k.segProp != "" && slices.Contains(f.Segments, k.segProp) && !slices.Contains(segValues[k.segProp], k.segValue) {
 			segValues[k.segProp] = append(segValues[k.segProp], k.segValue)
 		}
 	}
@@ -280,21 +280,12 @@ func (a *Analyzer) evaluateFlag(m *monitor, info *flagInfo, cells map[cellKey]*c
 	}
 	if info.multiple > 0 {
 		for i := range rows {
-			if rows[i].Metric != "" && rows[i].Segment == nil && !strings.Contains(rows[i].Reason, "$multiple") {
+			if rows[i].Metric != "" && rows[i].Segment == nil {
 				rows[i].Reason = strings.TrimSpace(rows[i].Reason + fmt.Sprintf(" (%d users saw several variants ($multiple) and are excluded)", info.multiple))
 			}
 		}
 	}
 	return rows
-}
-
-func contains(xs []string, s string) bool {
-	for _, x := range xs {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func usersOf(m *monitor, cells map[cellKey]*cell) string {

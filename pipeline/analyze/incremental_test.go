@@ -107,18 +107,25 @@ core_metrics:
 	p, _, ratioPairs = a.plan([]string{"checkout", "search"})
 	want, err := p.run(ctx, conn, ratioPairs)
 	require.NoError(t, err)
+	var before uint64
+	require.NoError(t, conn.QueryRow(ctx, "SELECT count() FROM analysis_generations").Scan(&before))
 	var wg sync.WaitGroup
 	outs := make([]map[cellKey]*cell, 2)
 	errs := make([]error, 2)
 	for i := range outs {
 		wg.Add(1)
-		go func() { defer wg.Done(); outs[i], errs[i] = a.cells(ctx, p, ratioPairs, fmt.Sprintf("overlap-%d", i)) }()
+		r := *a // another process: `analyzer once` beside the service
+		r.Replica = fmt.Sprintf("overlap-%d", i)
+		go func() { defer wg.Done(); outs[i], errs[i] = r.cells(ctx, p, ratioPairs, r.Replica) }()
 	}
 	wg.Wait()
 	for i := range outs {
 		require.NoError(t, errs[i])
 		requireSameCells(t, fmt.Sprintf("overlapping pass %d", i), want, outs[i])
 	}
+	var after uint64
+	require.NoError(t, conn.QueryRow(ctx, "SELECT count() FROM analysis_generations").Scan(&after))
+	require.Equal(t, before+1, after, "one of the two passes updated (and recorded a watermark); the other recomputed")
 	check("after two overlapping passes")
 
 	// touched_users keeps only the days passes still read.

@@ -3,6 +3,7 @@ package analyze
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -47,12 +48,9 @@ func (p *plan) add(m measure) int {
 }
 
 func (p *plan) addSegment(s string) {
-	for _, x := range p.segments {
-		if x == s {
-			return
-		}
+	if !slices.Contains(p.segments, s) {
+		p.segments = append(p.segments, s)
 	}
-	p.segments = append(p.segments, s)
 }
 
 // metricMeasures maps a configured metric to its measure indexes: one for

@@ -136,12 +136,13 @@ func (a *Analyzer) alert(ctx context.Context, pass *Pass, monitors []*monitor, h
 		}
 		m := byFlag[r.Flag]
 		al := a.build(r, m, pass.Time)
-		if r.Segment == nil && r.Metric != "" {
-			al.Numbers.Segments = segmentsOf(pass.Rows, r)
-		}
 		prev, ok := seen[al.DedupKey]
 		if ok && !(prev.severity == alert.Critical && pass.Time.UnixMilli()-prev.emittedMs >= repeat.Milliseconds()) {
 			continue
+		}
+		// Only for alerts that go out: it scans every row of the pass.
+		if r.Segment == nil && r.Metric != "" {
+			al.Numbers.Segments = segmentsOf(pass.Rows, r)
 		}
 		if !ok && m != nil && m.flag.Rollback != nil && al.Severity == alert.Critical && !rolledBack[r.Flag] {
 			// One rollback per flag: the first critical finding turns the flag off.

@@ -11,12 +11,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flagwatch/flagwatch/pipeline/broker"
+	"github.com/flagwatch/flagwatch/pipeline/config"
 )
 
 // Defaults of Options.
 const (
-	DefaultAddr            = ":8000"
-	DefaultBrokers         = "127.0.0.1:9092"
+	DefaultAddr            = config.DefaultCaptureAddr
+	DefaultBrokers         = config.DefaultKafkaBrokers
 	DefaultMaxBodyBytes    = 20 << 20
 	DefaultProduceTimeout  = 10 * time.Second
 	DefaultShutdownTimeout = 30 * time.Second

@@ -432,7 +432,7 @@ func fastPostHog(raw []byte, recordTime time.Time) (Event, bool) {
 			ev.Exposures = append(ev.Exposures, Exposure{Flag: flag, Variant: v})
 		}
 	}
-	if props.set && len(p.features) > 0 && bytes.Contains(raw[props.start:props.end], []byte(`"$feature/`)) {
+	if len(p.features) > 0 { // filled only while reading props
 		var exps []Exposure
 		for _, f := range p.features {
 			v, ok := fastVariant(raw, f.value)

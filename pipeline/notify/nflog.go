@@ -60,7 +60,6 @@ type Log interface {
 type Claim struct {
 	Held    bool
 	Holder  string
-	Epoch   int
 	Expires time.Time
 }
 
@@ -194,9 +193,9 @@ func (c *chClaims) Acquire(ctx context.Context, op, holder string, need time.Dur
 	live := cur.epoch > 0 && now.Before(cur.expires)
 	switch {
 	case live && cur.holder == holder && cur.expires.Sub(now) >= need:
-		return Claim{Held: true, Holder: holder, Epoch: cur.epoch, Expires: cur.expires}, nil
+		return Claim{Held: true, Holder: holder, Expires: cur.expires}, nil
 	case live && cur.holder != holder:
-		return Claim{Holder: cur.holder, Epoch: cur.epoch, Expires: cur.expires}, nil
+		return Claim{Holder: cur.holder, Expires: cur.expires}, nil
 	}
 	// Free, expired, or ours and due for renewal: claim the next epoch.
 	next := cur.epoch + 1
@@ -218,7 +217,7 @@ func (c *chClaims) Acquire(ctx context.Context, op, holder string, need time.Dur
 FROM (SELECT ? AS claim) ANY LEFT JOIN notification_claims USING claim`, key).Scan(&got, &exp); err != nil {
 		return Claim{}, fmt.Errorf("read back claim %q: %w", key, err)
 	}
-	return Claim{Held: got == holder, Holder: got, Epoch: next, Expires: time.UnixMilli(exp)}, nil
+	return Claim{Held: got == holder, Holder: got, Expires: time.UnixMilli(exp)}, nil
 }
 
 func randomID(n int) string {

@@ -13,14 +13,15 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"github.com/flagwatch/flagwatch/pipeline/alert"
+	"github.com/flagwatch/flagwatch/pipeline/config"
 	"github.com/flagwatch/flagwatch/pipeline/store"
 )
 
 // Defaults.
 const (
-	DefaultBrokers        = "127.0.0.1:9092"
+	DefaultBrokers        = config.DefaultKafkaBrokers
 	DefaultGroup          = "flagwatch-notifier"
-	DefaultSlackAPIURL    = "https://slack.com/api/"
+	DefaultSlackAPIURL    = config.DefaultSlackAPIURL
 	DefaultChannel        = "#growth"
 	DefaultRepeatInterval = 4 * time.Hour
 	// DefaultRateLimit is Slack's guidance for chat.postMessage: about one message per

@@ -22,7 +22,6 @@ type finding struct {
 
 type incident struct {
 	id       string
-	n        int
 	parent   *Entry // the posted kindOpen entry; nil while not opened
 	findings map[string]*finding
 }
@@ -118,7 +117,7 @@ func buildState(flag string, entries []Entry) *flagState {
 func (st *flagState) incident(n int) *incident {
 	in := st.incidents[n]
 	if in == nil {
-		in = &incident{id: incidentID(st.flag, n), n: n, findings: map[string]*finding{}}
+		in = &incident{id: incidentID(st.flag, n), findings: map[string]*finding{}}
 		st.incidents[n] = in
 	}
 	return in

@@ -24,11 +24,12 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/flagwatch/flagwatch/pipeline/config"
 	"github.com/flagwatch/flagwatch/schemas"
 )
 
 // DefaultDSN is used when FLAGWATCH_CLICKHOUSE_DSN is not set.
-const DefaultDSN = "clickhouse://127.0.0.1:9000/flagwatch"
+const DefaultDSN = config.DefaultClickHouseDSN
 
 // Conn is the ClickHouse connection type used throughout flagwatch.
 type Conn = driver.Conn
