@@ -77,7 +77,6 @@ start_server() {
   launch "$dir"
   for _ in $(seq 1 100); do
     if answers 127.0.0.1 "$tcp"; then
-      echo "$dir" > "$dir/dir"
       log "started ClickHouse on 127.0.0.1:$tcp (data in $dir; stop with: $0 stop $dir)"
       # A test process that is killed cannot run its cleanup: with CLICKHOUSE_WATCH_PID
       # set, a watchdog stops the server once that process is gone.

@@ -7,7 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func twoArms(kind Kind, c, t Moments) []Variant {
+func twoArms(c, t Moments) []Variant {
 	return []Variant{{Name: "control", Moments: c}, {Name: "test", Moments: t}}
 }
 
@@ -19,36 +19,36 @@ func TestEvaluateDecisions(t *testing.T) {
 		want   Decision
 		reason string // substring of Reason
 	}{
-		{"win", Experiment{Kind: Conversion, Variants: twoArms(Conversion, conv(10000, 1000), conv(10000, 1200))},
+		{"win", Experiment{Kind: Conversion, Variants: twoArms(conv(10000, 1000), conv(10000, 1200))},
 			DecisionWin, "excludes 0"},
 		// SPEC's example: +10% with fixed-horizon p = 0.028 but an always-valid
 		// interval that still includes 0 — exactly the call peeking would get wrong.
-		{"spec example is inconclusive", Experiment{Kind: Conversion, Variants: twoArms(Conversion, conv(10000, 1000), conv(10000, 1100))},
+		{"spec example is inconclusive", Experiment{Kind: Conversion, Variants: twoArms(conv(10000, 1000), conv(10000, 1100))},
 			DecisionInconclusive, "interval [-4.2%, +24.2%]"},
 		{"significant drop of an increase metric is a loss", Experiment{Kind: Conversion,
-			Variants: twoArms(Conversion, conv(10000, 1000), conv(10000, 800))}, DecisionLoss, "lift -20.0%"},
+			Variants: twoArms(conv(10000, 1000), conv(10000, 800))}, DecisionLoss, "lift -20.0%"},
 		{"significant rise of a decrease metric is a loss", Experiment{Kind: Count, Goal: Decrease,
-			Variants: twoArms(Count, errorsPerUser(10000, 1000), errorsPerUser(10000, 1200))}, DecisionLoss, "lift +20.0%"},
+			Variants: twoArms(errorsPerUser(10000, 1000), errorsPerUser(10000, 1200))}, DecisionLoss, "lift +20.0%"},
 		{"significant fall of a decrease metric is a win", Experiment{Kind: Count, Goal: Decrease,
-			Variants: twoArms(Count, errorsPerUser(10000, 1000), errorsPerUser(10000, 800))}, DecisionWin, "lift -20.0%"},
-		{"below the minimum sample", Experiment{Kind: Conversion, Variants: twoArms(Conversion, conv(50, 5), conv(50, 25))},
+			Variants: twoArms(errorsPerUser(10000, 1000), errorsPerUser(10000, 800))}, DecisionWin, "lift -20.0%"},
+		{"below the minimum sample", Experiment{Kind: Conversion, Variants: twoArms(conv(50, 5), conv(50, 25))},
 			DecisionInsufficientData, "50 users in the smaller arm, need 100"},
-		{"zero baseline", Experiment{Kind: Conversion, Variants: twoArms(Conversion, conv(500, 0), conv(500, 3))},
+		{"zero baseline", Experiment{Kind: Conversion, Variants: twoArms(conv(500, 0), conv(500, 3))},
 			DecisionInsufficientData, "control mean is zero"},
-		{"srm", Experiment{Kind: Conversion, Variants: twoArms(Conversion, conv(5200, 520), conv(4800, 600))},
+		{"srm", Experiment{Kind: Conversion, Variants: twoArms(conv(5200, 520), conv(4800, 600))},
 			DecisionSRM, "sample ratio mismatch: χ²=16.0"},
 		{"guardrail breach", Experiment{Kind: Count, Goal: Decrease, Guardrail: &Guardrail{MaxIncrease: 0.3},
-			Variants: twoArms(Count, errorsPerUser(5000, 500), errorsPerUser(5000, 1000))},
+			Variants: twoArms(errorsPerUser(5000, 500), errorsPerUser(5000, 1000))},
 			DecisionGuardrailBreach, "beyond the guardrail limit +30.0%"},
 		// Fires before the minimum sample and overrides SRM (SPEC §4).
 		// 200 vs 120 users is an SRM (χ² = 20); errors per user go 0.2 → 3.
 		{"guardrail breach before minimum sample and under srm", Experiment{Kind: Count, Guardrail: &Guardrail{MaxIncrease: 0.3},
-			MinUsers: 1000, Variants: twoArms(Count, mean(200, 40, 48), mean(120, 360, 1440))}, DecisionGuardrailBreach, "lower bound"},
+			MinUsers: 1000, Variants: twoArms(mean(200, 40, 48), mean(120, 360, 1440))}, DecisionGuardrailBreach, "lower bound"},
 		// A significant +20% rise is a loss but not beyond a +30% limit.
 		{"rise within the guardrail", Experiment{Kind: Count, Goal: Decrease, Guardrail: &Guardrail{MaxIncrease: 0.3},
-			Variants: twoArms(Count, errorsPerUser(10000, 1000), errorsPerUser(10000, 1200))}, DecisionLoss, "excludes 0"},
+			Variants: twoArms(errorsPerUser(10000, 1000), errorsPerUser(10000, 1200))}, DecisionLoss, "excludes 0"},
 		{"max_decrease guardrail", Experiment{Kind: Sum, Guardrail: &Guardrail{MaxDecrease: 0.2},
-			Variants: twoArms(Sum, mean(5000, 50000, 1e6), mean(5000, 25000, 0.5e6))}, DecisionGuardrailBreach, "upper bound"},
+			Variants: twoArms(mean(5000, 50000, 1e6), mean(5000, 25000, 0.5e6))}, DecisionGuardrailBreach, "upper bound"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -114,7 +114,7 @@ func TestEvaluateControlIndexAndCUPEDReport(t *testing.T) {
 }
 
 func TestEvaluateRejectsBadExperiments(t *testing.T) {
-	ok := twoArms(Conversion, conv(100, 10), conv(100, 12))
+	ok := twoArms(conv(100, 10), conv(100, 12))
 	tests := []struct {
 		x    Experiment
 		want string
@@ -128,7 +128,7 @@ func TestEvaluateRejectsBadExperiments(t *testing.T) {
 		{Experiment{Kind: Conversion, Variants: ok, Guardrail: &Guardrail{}},
 			"evaluate: guardrail needs exactly one of max_increase and max_decrease, positive"},
 		{Experiment{Kind: Conversion, Variants: ok, Prior: &Prior{Variance: 0}}, "evaluate: prior variance must be positive, got 0"},
-		{Experiment{Kind: Conversion, Variants: twoArms(Conversion, conv(1, 1), conv(100, 12))},
+		{Experiment{Kind: Conversion, Variants: twoArms(conv(1, 1), conv(100, 12))},
 			`evaluate: variant "control": need at least 2 users, got 1`},
 		{Experiment{Kind: Conversion, Variants: ok, Split: []float64{1, 0}},
 			"evaluate: srm: split weight 1 must be positive, got 0"},
@@ -165,7 +165,7 @@ func TestLatch(t *testing.T) {
 // segmentEffect evaluates one segment value and returns what Divergence needs.
 func segmentEffect(t *testing.T, value string, c, tr Moments) (SegmentEffect, Result) {
 	t.Helper()
-	rep, err := Evaluate(Experiment{Kind: Conversion, Variants: twoArms(Conversion, c, tr)})
+	rep, err := Evaluate(Experiment{Kind: Conversion, Variants: twoArms(c, tr)})
 	require.NoError(t, err)
 	r := rep.Results[0]
 	return SegmentEffect{Value: value, Lift: r.Effect.Lift, SE: r.Effect.SE, P: r.Sequential.P}, r
@@ -259,7 +259,7 @@ func TestDetectShiftBasics(t *testing.T) {
 // insufficient_data.
 func TestGuardrailPrecedence(t *testing.T) {
 	x := Experiment{Kind: Count, Guardrail: &Guardrail{MaxIncrease: 0.3}, MinUsers: 1000,
-		Variants: twoArms(Count, mean(200, 40, 48), mean(120, 360, 1440))}
+		Variants: twoArms(mean(200, 40, 48), mean(120, 360, 1440))}
 	rep, err := Evaluate(x)
 	require.NoError(t, err)
 	require.True(t, rep.SRM.Alarm)
