@@ -80,10 +80,10 @@ func createDatabase(ctx context.Context, opts *clickhouse.Options, db string) er
 		return err
 	}
 	defer conn.Close()
-	return conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+quoteIdent(db))
+	return conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+QuoteIdent(db))
 }
 
-func quoteIdent(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }
+
 
 // Version is the server's major.minor.
 type Version struct{ Major, Minor int }
