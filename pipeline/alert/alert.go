@@ -44,7 +44,14 @@ type Segment struct {
 	Value    *string `json:"value,omitempty"`
 }
 
-// Alert is one finding. Fields that do not apply are empty.
+// Alert is one flag's incident in one pass: the most important of the flag's current
+// findings (the headline, in the top-level fields, as SPEC §6 names them) and, in
+// Findings, every current finding of the flag in priority order, headline first, with
+// the ones that are new in this pass marked. The analyzer emits one Alert per flag per
+// pass in which something is new (or a critical finding is due for a repeat), so one
+// Slack thread tells one story; Action is the recommendation for the whole flag, and
+// never contradicts a finding (no "ship it" while a segment or guardrail is losing).
+// Fields that do not apply are empty.
 type Alert struct {
 	Flag     string   `json:"flag"`
 	Metric   string   `json:"metric,omitempty"`
@@ -63,6 +70,59 @@ type Alert struct {
 	Rollback     *Rollback `json:"rollback,omitempty"`
 	SlackChannel string    `json:"slack_channel,omitempty"`
 	DetectedAt   time.Time `json:"detected_at"`
+	// Findings are the flag's current findings, most important first (Findings[0] is the
+	// headline above). Empty in alerts from before incidents existed: treat the alert as
+	// its own single finding.
+	Findings []Finding `json:"findings,omitempty"`
+	// PageURL links to the flag's page when the analyzer knows its public URL.
+	PageURL string `json:"page_url,omitempty"`
+}
+
+// Finding is one decision about a flag in a pass: a metric's win or loss (whole
+// population or one segment value), a guardrail breach, or a finding about the whole
+// flag or a segment property (srm, stale, segment_divergence, behaviour_shift).
+type Finding struct {
+	Metric   string   `json:"metric,omitempty"`
+	Segment  *Segment `json:"segment"`
+	Variant  string   `json:"variant,omitempty"`
+	Decision string   `json:"decision"`
+	Severity string   `json:"severity"`
+	DedupKey string   `json:"dedup_key"`
+	Summary  string   `json:"summary"`
+	Reason   string   `json:"reason,omitempty"`
+	Numbers  Numbers  `json:"numbers"`
+	// New is set on findings first emitted in this pass, or repeated because they are
+	// critical and unresolved: what a thread reply reports.
+	New bool `json:"new,omitempty"`
+	// Discovered is set when the segment property was found by property discovery rather
+	// than configured.
+	Discovered bool `json:"discovered,omitempty"`
+}
+
+// Priority orders decisions by how much they matter to the team reading them: a
+// guardrail breach (and its rollback) first, then a sample ratio mismatch (nothing else
+// can be trusted), segments diverging, a loss, a win, a behaviour shift, stale exposures.
+// Lower is more important; unknown decisions sort last.
+func Priority(decision string) int {
+	switch decision {
+	case GuardrailBreach:
+		return 0
+	case SRM:
+		return 1
+	case SegmentDivergence:
+		return 2
+	case Loss:
+		return 3
+	case Win:
+		return 4
+	case BehaviourShift:
+		return 5
+	case Stale:
+		return 6
+	case Resolved:
+		return 7
+	}
+	return 8
 }
 
 // Numbers carries the statistics behind a finding, for the message body.
@@ -81,6 +141,9 @@ type Numbers struct {
 	Correction  string     `json:"correction,omitempty"`
 	// Segments are the per-segment effects that drive the finding, worst first.
 	Segments []SegmentEffect `json:"segments,omitempty"`
+	// Property analysis: how many candidate segment properties were tried for this flag
+	// in the pass (for the false-discovery statement next to a discovered divergence).
+	PropertiesTried int `json:"properties_tried,omitempty"`
 }
 
 // SegmentEffect is one segment value's lift.
