@@ -4,29 +4,33 @@ GO ?= go
 export PATH := $(PATH):/usr/local/go/bin
 # Tests run in parallel packages; 2 cores are the reference machine.
 TEST_FLAGS ?= -count=1 -timeout 14m -p 2
+# The embedded ClickHouse (libchdb), fetched by scripts/deps.sh into .cache/chdb.
+CHDB_LIB_PATH ?= $(CURDIR)/.cache/chdb/node_modules/@chdb/lib-linux-x64-gnu/libchdb.so
+export CHDB_LIB_PATH
 
 .PHONY: help
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-16s %s\n", $$1, $$2}'
 
 .PHONY: deps
-deps: ## install ClickHouse, kcat and docker-compose from Debian if missing
-	@scripts/deps.sh
+deps: ## install what the tests need: the embedded ClickHouse (npm), ClickHouse 18.16, kcat, docker-compose, chromium (apt)
+	@scripts/deps.sh test
 
 .PHONY: build
 build: ## build the four services into bin/
 	$(GO) build -o bin/ ./cmd/...
 
 .PHONY: demo
-demo: deps build ## the whole story end to end on the embedded default (kfake + local ClickHouse)
+demo: build ## the whole story end to end on the embedded default (in-process Kafka + embedded ClickHouse 26)
+	@scripts/deps.sh demo
 	@scripts/demo.sh
 
 .PHONY: test
-test: deps ## vet, check formatting and compose, and run every test against a real ClickHouse
+test: deps ## vet, check formatting and compose, and run every test on ClickHouse 18.16 and on the embedded ClickHouse 26
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
 	docker-compose -f deploy/compose/docker-compose.yml config -q
-	scripts/with-clickhouse.sh $(GO) test $(TEST_FLAGS) ./...
+	GO="$(GO)" GO_TEST_FLAGS="$(TEST_FLAGS)" scripts/test.sh
 
 .PHONY: lint
 lint: ## gofmt, go vet, go mod tidy check

@@ -23,6 +23,7 @@ import (
 // The real binary on SIGTERM: flushes, commits and exits 0, and what it committed is
 // exactly what it stored.
 func TestSIGTERMFlushesCommitsAndExitsZero(t *testing.T) {
+	chtest.ServerOnly(t, "the binary under test and this test would both open the embedded engine's directory")
 	bin := filepath.Join(t.TempDir(), "ingest")
 	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
 	require.NoError(t, err, "%s", out)

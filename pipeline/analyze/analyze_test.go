@@ -3,7 +3,6 @@ package analyze_test
 import (
 	"context"
 	"io"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -57,10 +56,7 @@ func total(s *analyze.Segment) bool { return s == nil }
 // keeps looking every 15 minutes: nothing is re-alerted, the A/A flag stays quiet, and
 // the rollback webhook was called exactly once.
 func TestAnalyzerEndToEndPlantedEffects(t *testing.T) {
-	base := os.Getenv("FLAGWATCH_TEST_CLICKHOUSE_DSN")
-	if base == "" {
-		base = chtest.Start(t).DSN
-	}
+	base := chtest.Base(t)
 	now := time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
 	ctx := context.Background()
 	res, err := demo.Run(ctx, demo.Options{ClickHouseDSN: base, DataDir: filepath.Join(t.TempDir(), "demo"),

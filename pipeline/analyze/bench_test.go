@@ -90,10 +90,7 @@ func BenchmarkAnalyzerPass(b *testing.B) {
 	}
 	events := benchEnvInt(b, envBenchEvents, 10_000_000)
 	users := benchEnvInt(b, envBenchUsers, 1_000_000)
-	base := os.Getenv("FLAGWATCH_TEST_CLICKHOUSE_DSN")
-	if base == "" {
-		base = chtest.Start(b).DSN
-	}
+	base := chtest.Base(b)
 	base = benchWithSetting(b, base, "log_queries", "1")
 	if extra := os.Getenv(envBenchSettings); extra != "" {
 		for _, kv := range strings.Split(extra, ",") {
@@ -517,9 +514,9 @@ func benchQueries(b *testing.B, ctx context.Context, conn store.Conn, from time.
 	rows, err := conn.Query(ctx, `SELECT toString(type), query_duration_ms, memory_usage, read_rows, read_bytes,
 		replaceRegexpAll(substring(query, 1, 300), '\\s+', ' '), exception,
 		toUInt8(position(query, 'assignment_state') > 0 AND position(query, 'FROM events') > 0)
-		FROM system.query_log WHERE query_start_time >= ? AND type != 1
+		FROM system.query_log WHERE query_start_time >= toDateTime(`+strconv.FormatInt(from.Unix(), 10)+`) AND type != 1
 			AND position(query, 'system.') = 0 AND query != 'SELECT now()'
-		ORDER BY query_start_time, event_time`, from)
+		ORDER BY query_start_time, event_time`)
 	if err != nil {
 		b.Logf("query log: %v", err)
 		return nil

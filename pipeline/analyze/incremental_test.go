@@ -6,7 +6,6 @@ import (
 	"hash/fnv"
 	"math"
 	"math/rand/v2"
-	"os"
 	"sort"
 	"sync"
 	"testing"
@@ -28,10 +27,7 @@ import (
 // in between (so most users are untouched by a given pass), after a pass that applied its
 // rows but died before recording its watermark, and after a rebuild of the generation.
 func TestIncrementalEqualsRecompute(t *testing.T) {
-	base := os.Getenv("FLAGWATCH_TEST_CLICKHOUSE_DSN")
-	if base == "" {
-		base = chtest.Start(t).DSN
-	}
+	base := chtest.Base(t)
 	cfg := synth.Config{Seed: 5, Users: 5000, Days: 10, FeatureProps: true,
 		Start: time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC),
 		Flags: []synth.Flag{

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
-	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -190,7 +189,7 @@ func referenceStats(t *testing.T, conn store.Conn, flags []string) map[statKey]s
 					FROM (
 						SELECT distinct_id, argMin(variant, ts_ms) AS v0, min(ts_ms) AS first, uniqExact(variant) AS nv
 						FROM exposures FINAL WHERE flag = '%s' GROUP BY distinct_id HAVING nv = 1
-					) ALL LEFT JOIN (SELECT distinct_id, event, ts_ms, properties FROM events FINAL) USING distinct_id
+					) AS x ALL LEFT JOIN (SELECT distinct_id, event, ts_ms, properties FROM events FINAL) AS e USING distinct_id
 					GROUP BY distinct_id, v0
 				) GROUP BY v0`, x, q, flag))
 			require.NoError(t, err)
@@ -270,10 +269,7 @@ func uniqueEvents(recs []synth.Record) uint64 {
 // bound, exposures delayed after their events, replayed twice, and split across two
 // consumers with a rebalance in the middle.
 func TestJoinExactUnderAnyDelivery(t *testing.T) {
-	base := os.Getenv("FLAGWATCH_TEST_CLICKHOUSE_DSN")
-	if base == "" {
-		base = chtest.Start(t).DSN
-	}
+	base := chtest.Base(t)
 	cfg := synth.Config{Seed: 11, Users: 12000, Days: 10, FeatureProps: true,
 		Start: time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC),
 		Flags: []synth.Flag{

@@ -238,20 +238,20 @@ func (p *plan) pairs(ratioPairs [][2]int, touched string) pairsSQL {
 	// few (users share them), so joining them is a small hash table.
 	b.WriteString("\nFROM (\n  SELECT " + strings.Join(append([]string{"a_flag", "u_id", "a_first", "a_variant"}, segCols...), ", "))
 	if touched == "" {
-		b.WriteString("\n  FROM (\n" + assignmentsFinal() + "\n  )\n")
+		b.WriteString("\n  FROM (\n" + assignmentsFinal() + "\n  ) AS a\n")
 	} else {
 		// A few users: their rows, found through the (uh, flag) key, merged by GROUP BY.
 		b.WriteString("\n  FROM (\n    SELECT flag AS a_flag, uh AS u_id, minMerge(first_state) AS a_first, " +
 			"if(minMerge(low_state) = maxMerge(high_state), argMinMerge(variant_state), " + quote(Multiple) + ") AS a_variant, " +
-			"argMinMerge(segments_state) AS a_set\n    FROM assignment_state WHERE uh IN (SELECT uh FROM " + touched + ") GROUP BY flag, uh\n  )\n")
+			"argMinMerge(segments_state) AS a_set\n    FROM assignment_state WHERE uh IN (SELECT uh FROM " + touched + ") GROUP BY flag, uh\n  ) AS a\n")
 	}
 	if len(setCols) > 0 {
-		b.WriteString("  ANY LEFT JOIN (SELECT id AS a_set, " + strings.Join(setCols, ", ") + " FROM segment_sets) USING a_set\n")
+		b.WriteString("  ANY LEFT JOIN (SELECT id AS a_set, " + strings.Join(setCols, ", ") + " FROM segment_sets) AS ss USING a_set\n")
 	}
-	b.WriteString(")\n")
+	b.WriteString(") AS p\n")
 	b.WriteString("ANY LEFT JOIN (\n  SELECT cityHash64(distinct_id) AS u_id, " + strings.Join(userCols, ", ") + "\n  FROM (\n")
 	b.WriteString(strings.Join(branches, "\n  UNION ALL\n"))
-	b.WriteString("\n  ) GROUP BY u_id\n) USING u_id")
+	b.WriteString("\n  ) GROUP BY u_id\n) AS u USING u_id")
 	return pairsSQL{sql: b.String(), keys: keys, segTuples: segs}
 }
 

@@ -294,7 +294,7 @@ func Lease(ctx context.Context, conn store.Conn, slot, replica string, now time.
 		return false, fmt.Errorf("insert lease: %w", err)
 	}
 	var holder string
-	q := "SELECT replica FROM (SELECT " + quote(slot) + " AS slot) ANY LEFT JOIN analyzer_leases USING slot"
+	q := "SELECT replica FROM (SELECT " + quote(slot) + " AS slot) AS s ANY LEFT JOIN analyzer_leases USING slot"
 	if err := conn.QueryRow(ctx, q).Scan(&holder); err != nil {
 		return false, fmt.Errorf("read lease: %w", err)
 	}

@@ -599,7 +599,7 @@ func tableStats(b *testing.B, conn store.Conn, dsn string, names ...string) tabl
 	}
 	ctx := context.Background()
 	rows, err := conn.Query(ctx, `SELECT table, sum(rows), sum(data_compressed_bytes), sum(data_uncompressed_bytes), sum(bytes_on_disk)
-		FROM system.parts WHERE database = ? AND active GROUP BY table`, dbName(b, dsn))
+		FROM system.parts WHERE database = `+store.Quote(dbName(b, dsn))+` AND active GROUP BY table`)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -57,8 +57,8 @@ func (s chResults) Results(ctx context.Context, at time.Time) ([]DigestRow, erro
 FROM analysis_results
 WHERE (flag, pass_time) IN (
     SELECT flag, max(pass_time) FROM analysis_results
-    WHERE pass_time <= toDateTime(?) AND pass_time > toDateTime(?) GROUP BY flag)
-ORDER BY flag, metric, segment_property, segment_value, variant`, at.Unix(), at.Add(-7*24*time.Hour).Unix())
+    WHERE pass_time <= toDateTime(`+strconv.FormatInt(at.Unix(), 10)+`) AND pass_time > toDateTime(`+strconv.FormatInt(at.Add(-7*24*time.Hour).Unix(), 10)+`) GROUP BY flag)
+ORDER BY flag, metric, segment_property, segment_value, variant`)
 	if err != nil {
 		return nil, fmt.Errorf("query analysis_results: %w", err)
 	}

@@ -37,7 +37,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 // FLAGWATCH_TEST_CLICKHOUSE_DSN names one; each test still gets its own database.
 func TestMain(m *testing.M) {
 	flag.Parse()
-	if os.Getenv("FLAGWATCH_TEST_CLICKHOUSE_DSN") != "" {
+	if os.Getenv("FLAGWATCH_TEST_CLICKHOUSE_DSN") != "" || chtest.Embedded() {
 		os.Exit(m.Run())
 	}
 	script, _ := filepath.Abs("../../scripts/clickhouse.sh")

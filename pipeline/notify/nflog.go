@@ -78,7 +78,7 @@ type chLog struct{ conn store.Conn }
 func (l *chLog) Entries(ctx context.Context, flag string) ([]Entry, error) {
 	rows, err := l.conn.Query(ctx, `SELECT op, flag, incident, kind, dedup_key, decision, severity, status,
     channel, ts, thread_ts, error, message, replica, posted_ms
-FROM notification_log WHERE flag = ? ORDER BY posted_ms, op`, flag)
+FROM notification_log WHERE flag = `+store.Quote(flag)+` ORDER BY posted_ms, op`)
 	if err != nil {
 		return nil, fmt.Errorf("read notification log for %s: %w", flag, err)
 	}
@@ -102,7 +102,7 @@ FROM notification_log WHERE flag = ? ORDER BY posted_ms, op`, flag)
 
 func (l *chLog) Has(ctx context.Context, op string) (bool, error) {
 	var n uint64
-	if err := l.conn.QueryRow(ctx, "SELECT count() FROM notification_log WHERE op = ?", op).Scan(&n); err != nil {
+	if err := l.conn.QueryRow(ctx, "SELECT count() FROM notification_log WHERE op = "+store.Quote(op)).Scan(&n); err != nil {
 		return false, fmt.Errorf("look up op %q: %w", op, err)
 	}
 	return n > 0, nil
@@ -153,7 +153,7 @@ func (c *chClaims) latest(ctx context.Context, op string) (claimRow, error) {
 			keys[i] = op + "#" + strconv.Itoa(from+i)
 		}
 		rows, err := c.conn.Query(ctx, `SELECT claim, replica, expires_ms
-FROM (SELECT arrayJoin(?) AS claim) ANY LEFT JOIN notification_claims USING claim`, keys)
+FROM (SELECT arrayJoin(`+store.QuoteList(keys)+`) AS claim) AS k ANY LEFT JOIN notification_claims USING claim`)
 		if err != nil {
 			return last, fmt.Errorf("read claims of %q: %w", op, err)
 		}
@@ -214,7 +214,7 @@ func (c *chClaims) Acquire(ctx context.Context, op, holder string, need time.Dur
 	var got string
 	var exp int64
 	if err := c.conn.QueryRow(ctx, `SELECT replica, expires_ms
-FROM (SELECT ? AS claim) ANY LEFT JOIN notification_claims USING claim`, key).Scan(&got, &exp); err != nil {
+FROM (SELECT `+store.Quote(key)+` AS claim) AS k ANY LEFT JOIN notification_claims USING claim`).Scan(&got, &exp); err != nil {
 		return Claim{}, fmt.Errorf("read back claim %q: %w", key, err)
 	}
 	return Claim{Held: got == holder, Holder: got, Expires: time.UnixMilli(exp)}, nil

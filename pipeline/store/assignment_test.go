@@ -50,7 +50,7 @@ func TestAssignmentStateViews(t *testing.T) {
 				toUInt8(finalizeAggregation(low_state) != finalizeAggregation(high_state)) AS m,
 				finalizeAggregation(segments_state) AS id
 			FROM assignment_state FINAL WHERE flag = 'checkout'
-		) ANY LEFT JOIN (SELECT id, any(segments) AS segments FROM segment_sets GROUP BY id) USING id
+		) AS a ANY LEFT JOIN (SELECT id, any(segments) AS segments FROM segment_sets GROUP BY id) AS s USING id
 		ORDER BY u`)
 	require.NoError(t, err)
 	var got []row

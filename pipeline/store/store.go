@@ -10,7 +10,6 @@ package store
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -19,10 +18,6 @@ import (
 	"strconv"
 	"strings"
 	"text/template"
-	"time"
-
-	"github.com/ClickHouse/clickhouse-go/v2"
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/flagwatch/flagwatch/pipeline/config"
 	"github.com/flagwatch/flagwatch/schemas"
@@ -31,91 +26,34 @@ import (
 // DefaultDSN is used when FLAGWATCH_CLICKHOUSE_DSN is not set.
 const DefaultDSN = config.DefaultClickHouseDSN
 
-// Conn is the ClickHouse connection type used throughout flagwatch.
-type Conn = driver.Conn
-
-// Open connects to the server in dsn, creates its database if missing, and returns a
-// connection whose default database is that one. It retries until ctx ends so that a
-// service started before ClickHouse waits for it.
-func Open(ctx context.Context, dsn string) (Conn, error) {
-	opts, err := clickhouse.ParseDSN(dsn)
-	if err != nil {
-		return nil, fmt.Errorf("parse clickhouse dsn: %w", err)
-	}
-	db := opts.Auth.Database
-	if db == "" {
-		db = "default"
-	}
-	boot := *opts
-	boot.Auth.Database = "default"
-	backoff := 100 * time.Millisecond
-	for {
-		err = createDatabase(ctx, &boot, db)
-		if err == nil {
-			break
-		}
-		slog.Warn("clickhouse not ready, retrying", "err", err, "backoff", backoff)
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("connect to clickhouse: %w", err)
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
-	opts.Auth.Database = db
-	conn, err := clickhouse.Open(opts)
-	if err != nil {
-		return nil, fmt.Errorf("open clickhouse: %w", err)
-	}
-	if err := conn.Ping(ctx); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("ping clickhouse: %w", err)
-	}
-	return conn, nil
-}
-
-func createDatabase(ctx context.Context, opts *clickhouse.Options, db string) error {
-	conn, err := clickhouse.Open(opts)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	return conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+QuoteIdent(db))
-}
-
-
-
-// Version is the server's major.minor.
-type Version struct{ Major, Minor int }
-
 // ServerVersion asks the server for its version.
 func ServerVersion(ctx context.Context, conn Conn) (Version, error) {
 	var s string
 	if err := conn.QueryRow(ctx, "SELECT version()").Scan(&s); err != nil {
 		return Version{}, fmt.Errorf("query server version: %w", err)
 	}
-	parts := strings.SplitN(s, ".", 3)
-	var v Version
-	if len(parts) >= 2 {
-		v.Major, _ = strconv.Atoi(parts[0])
-		v.Minor, _ = strconv.Atoi(parts[1])
-	}
-	return v, nil
+	return ParseVersion(s), nil
 }
 
 // Features are the template switches migrations are rendered with.
 type Features struct {
 	// Str is the type for low-cardinality strings (event names, flag keys).
 	Str string
+	// IfNotExists is "IF NOT EXISTS " where ALTER … ADD COLUMN takes it (not 18.16).
+	IfNotExists string
 }
 
 // FeaturesFor picks the column types a server supports. LowCardinality is experimental
 // before 19.x (18.16 needs a setting), so older servers get plain String.
 func FeaturesFor(v Version) Features {
+	f := Features{Str: "String"}
 	if v.Major >= 19 {
-		return Features{Str: "LowCardinality(String)"}
+		f.Str = "LowCardinality(String)"
 	}
-	return Features{Str: "String"}
+	if v.AtLeast(20, 1) {
+		f.IfNotExists = "IF NOT EXISTS "
+	}
+	return f
 }
 
 type migration struct {
@@ -186,11 +124,7 @@ func Migrate(ctx context.Context, conn Conn) error {
 ) ENGINE = ReplacingMergeTree ORDER BY version`); err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
-	v, err := ServerVersion(ctx, conn)
-	if err != nil {
-		return err
-	}
-	feats := FeaturesFor(v)
+	feats := conn.Server().Features()
 	ms, err := loadMigrations()
 	if err != nil {
 		return err
@@ -234,9 +168,10 @@ func Migrate(ctx context.Context, conn Conn) error {
 // CREATE … IF NOT EXISTS is not atomic across two clients on every server version.
 func execTolerant(ctx context.Context, conn Conn, stmt string) error {
 	err := conn.Exec(ctx, stmt)
-	var ex *clickhouse.Exception
-	// 44: an ALTER … ADD COLUMN (18.16 has no IF NOT EXISTS there) that another migrator ran.
-	if errors.As(err, &ex) && (ex.Code == 57 || ex.Code == 82 || ex.Code == 44) { // TABLE_ALREADY_EXISTS, DATABASE_ALREADY_EXISTS, ILLEGAL_COLUMN
+	// An ALTER … ADD COLUMN that another migrator, or this one before a crash, already
+	// ran: 18.16 has no IF NOT EXISTS there and answers 44, current servers 15.
+	switch code, _ := ExceptionCode(err); code {
+	case 57, 82, 44, 15: // TABLE_ALREADY_EXISTS, DATABASE_ALREADY_EXISTS, ILLEGAL_COLUMN, DUPLICATE_COLUMN
 		return nil
 	}
 	return err

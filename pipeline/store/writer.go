@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/google/uuid"
 
 	"github.com/flagwatch/flagwatch/pipeline/event"
@@ -163,7 +162,7 @@ func (w *Writer) insert(ctx context.Context, query string, next func() []any) er
 	return b.Send()
 }
 
-func appendBlock(b driver.Batch, cols []any) error {
+func appendBlock(b Batch, cols []any) error {
 	for i, col := range cols {
 		if err := b.Column(i).Append(col); err != nil {
 			return fmt.Errorf("column %d: %w", i, err)

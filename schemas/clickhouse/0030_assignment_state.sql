@@ -5,7 +5,7 @@
 -- when read) and inserts that do not name the column; ingest's writer computes it in
 -- Go, since ClickHouse 18.16's extractAll costs ~2 µs a row on the insert path and Go's
 -- scanner 0.4 µs, off ClickHouse. TestSegmentsDefaultMatchesGo keeps them equal.
-ALTER TABLE exposures ADD COLUMN segments String DEFAULT
+ALTER TABLE exposures ADD COLUMN {{.IfNotExists}}segments String DEFAULT
 concat('{', arrayStringConcat(arrayFilter(kv -> NOT has(['"$session_id"', '"$window_id"', '"$insert_id"', '"$pageview_id"', '"$device_id"', '"$anon_distinct_id"', '"distinct_id"', '"$user_id"', '"uuid"', '"token"', '"$time"', '"$timestamp"', '"$sent_at"', '"$feature_flag"', '"$feature_flag_response"', '"$feature_flag_payload"'], substring(kv, 1, position(kv, '":"'))), extractAll(properties, '"(?:[^"\\\\]|\\\\.){1,100}":"(?:[^"\\\\]|\\\\.){0,100}"')), ','), '}');
 
 -- Lean assignment state, replacing 0002's `assignments`. Per (flag, user): the first
