@@ -73,4 +73,3 @@ func (f *formatValue) Set(s string) error {
 	*f = formatValue(s)
 	return nil
 }
-
