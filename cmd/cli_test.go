@@ -264,3 +264,31 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+const (
+	docsFile  = "../docs/configuration.md"
+	beginDocs = "<!-- BEGIN GENERATED FLAGS: go test ./cmd -update -->\n"
+	endDocs   = "<!-- END GENERATED FLAGS -->\n"
+)
+
+// The flag reference in docs/configuration.md is the help of every command, so the
+// documentation cannot drift from the binaries.
+func TestDocsFlagReferenceIsTheHelp(t *testing.T) {
+	var b strings.Builder
+	for _, args := range helps {
+		fmt.Fprintf(&b, "\n### `%s`\n\n```text\n%s```\n", strings.Join(args, " "), helpText(t, args))
+	}
+	generated := b.String() + "\n"
+	doc, err := os.ReadFile(docsFile)
+	require.NoError(t, err)
+	head, rest, ok := strings.Cut(string(doc), beginDocs)
+	require.True(t, ok, "%s lacks %q", docsFile, beginDocs)
+	_, tail, ok := strings.Cut(rest, endDocs)
+	require.True(t, ok, "%s lacks %q", docsFile, endDocs)
+	if *update {
+		require.NoError(t, os.WriteFile(docsFile, []byte(head+beginDocs+generated+endDocs+tail), 0o644))
+		return
+	}
+	got, _, _ := strings.Cut(rest, endDocs)
+	require.Equal(t, generated, got, "the flag reference in docs/configuration.md is stale: go test ./cmd -update")
+}
