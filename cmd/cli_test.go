@@ -6,6 +6,7 @@ package cmd_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -291,4 +292,38 @@ func TestDocsFlagReferenceIsTheHelp(t *testing.T) {
 	}
 	got, _, _ := strings.Cut(rest, endDocs)
 	require.Equal(t, generated, got, "the flag reference in docs/configuration.md is stale: go test ./cmd -update")
+}
+
+// The worked example in docs/statistics.md is what `analyzer evaluate` prints.
+func TestDocsStatisticsExample(t *testing.T) {
+	const file = "../docs/statistics.md"
+	doc, err := os.ReadFile(file)
+	require.NoError(t, err)
+	block := func(s, marker string) (before, body, after string) {
+		before, rest, ok := strings.Cut(s, marker)
+		require.True(t, ok, "%s lacks %q", file, marker)
+		open := strings.Index(rest, "```")
+		nl := strings.Index(rest[open:], "\n")
+		start := open + nl + 1
+		end := strings.Index(rest[start:], "```") + start
+		return before + marker + rest[:start], rest[start:end], rest[end:]
+	}
+	_, cmdLine, _ := block(string(doc), "<!-- example input: checked by go test ./cmd -->")
+	in := regexp.MustCompile(`(?s)^echo '(.*)' \| analyzer evaluate\n$`).FindStringSubmatch(cmdLine)
+	require.NotNil(t, in, "the example is echo '<json>' | analyzer evaluate")
+
+	c := exec.Command(filepath.Join(bin, "analyzer"), "evaluate")
+	c.Stdin = strings.NewReader(in[1] + "\n")
+	out, err := c.Output()
+	require.NoError(t, err)
+	var pretty bytes.Buffer
+	require.NoError(t, json.Indent(&pretty, bytes.TrimSpace(out), "", "  "))
+	pretty.WriteString("\n")
+
+	head, got, tail := block(string(doc), "<!-- example output: checked by go test ./cmd -->")
+	if *update {
+		require.NoError(t, os.WriteFile(file, []byte(head+pretty.String()+tail), 0o644))
+		return
+	}
+	require.Equal(t, pretty.String(), got, "docs/statistics.md's example output is stale: go test ./cmd -update")
 }
