@@ -82,6 +82,7 @@ var helps = [][]string{
 	{"capture"},
 	{"ingest"},
 	{"analyzer"}, {"analyzer", "run"}, {"analyzer", "once"}, {"analyzer", "evaluate"},
+	{"notifier"}, {"notifier", "run"}, {"notifier", "digest"},
 	{"demo"},
 }
 
@@ -117,7 +118,7 @@ func TestHelpIsGolden(t *testing.T) {
 			first, _, _ := strings.Cut(got, "\n")
 			require.Regexp(t, `^`+regexp.QuoteMeta(strings.Join(args, " "))+` — \S.*[^.]$`, first, "one line of what it is")
 			require.Contains(t, got, "\nUsage:\n  "+strings.Join(args, " ")+" ")
-			if name == "analyzer" {
+			if name == "analyzer" || name == "notifier" {
 				require.Contains(t, got, "\nCommands:\n")
 				return
 			}
@@ -130,7 +131,7 @@ func TestHelpIsGolden(t *testing.T) {
 // Every command that talks to ClickHouse takes the password from the environment or a
 // file, beside the DSN.
 func TestClickHouseCommandsTakeThePassword(t *testing.T) {
-	for _, args := range [][]string{{"ingest"}, {"analyzer", "run"}, {"analyzer", "once"}, {"demo"}} {
+	for _, args := range [][]string{{"ingest"}, {"analyzer", "run"}, {"analyzer", "once"}, {"notifier", "run"}, {"notifier", "digest"}, {"demo"}} {
 		require.Contains(t, helpText(t, args), `  -clickhouse-password password
       ClickHouse password (overrides the DSN's)
       env FLAGWATCH_CLICKHOUSE_PASSWORD or FLAGWATCH_CLICKHOUSE_PASSWORD_FILE
@@ -165,6 +166,11 @@ func TestMistakesExitTwoWithOneLine(t *testing.T) {
 			want: `demo: invalid -clickhouse-dsn http://127.0.0.1:8123/: flagwatch speaks ClickHouse's native protocol (port 9000), not HTTP; ` + dsnForms},
 		{args: []string{"analyzer", "run", "-clickhouse-dsn", "chdb://"},
 			want: "analyzer run: invalid -clickhouse-dsn chdb://: the embedded engine needs a directory (chdb:///absolute/dir or chdb://relative/dir)"},
+		{args: []string{"notifier", "run", "-no-such-flag"}, want: "notifier run: flag provided but not defined: -no-such-flag; see notifier run --help"},
+		{args: []string{"notifier", "digest"}, want: "notifier digest: pass -now to send the digest now (the schedule runs inside notifier run); see notifier digest --help"},
+		{args: []string{"notifier", "-dry-run"}, want: "notifier: a command must come before -dry-run: run or digest; see notifier --help"},
+		{args: []string{"notifier", "run"}, env: []string{"FLAGWATCH_CLICKHOUSE_PASSWORD=a", "FLAGWATCH_CLICKHOUSE_PASSWORD_FILE=/dev/null"},
+			want: "notifier run: set FLAGWATCH_CLICKHOUSE_PASSWORD or FLAGWATCH_CLICKHOUSE_PASSWORD_FILE, not both"},
 		{args: []string{"analyzer", "once", "-config", "missing.yaml"},
 			want: "analyzer once: read config missing.yaml: open missing.yaml: no such file or directory"},
 	} {
@@ -177,11 +183,13 @@ func TestMistakesExitTwoWithOneLine(t *testing.T) {
 	}
 }
 
-func TestAnalyzerWithoutCommandPrintsHelp(t *testing.T) {
-	r := cmd(t, nil, "analyzer")
-	require.Equal(t, 2, r.code)
-	require.Empty(t, r.stdout)
-	require.Equal(t, helpText(t, []string{"analyzer"}), r.stderr)
+func TestCommandsWithoutSubcommandPrintHelp(t *testing.T) {
+	for _, name := range []string{"analyzer", "notifier"} {
+		r := cmd(t, nil, name)
+		require.Equal(t, 2, r.code)
+		require.Empty(t, r.stdout)
+		require.Equal(t, helpText(t, []string{name}), r.stderr)
+	}
 }
 
 func TestEvaluateExitCodes(t *testing.T) {
