@@ -151,6 +151,7 @@ func TestMistakesExitTwoWithOneLine(t *testing.T) {
 		{args: []string{"demo", "-no-such-flag"}, want: "demo: flag provided but not defined: -no-such-flag; see demo --help"},
 		{args: []string{"analyzer", "once", "-no-such-flag"}, want: "analyzer once: flag provided but not defined: -no-such-flag; see analyzer once --help"},
 		{args: []string{"analyzer", "evaluate", "-no-such-flag"}, want: "analyzer evaluate: flag provided but not defined: -no-such-flag; see analyzer evaluate --help"},
+		{args: []string{"ingest", "-batch-sise", "500"}, want: "ingest: flag provided but not defined: -batch-sise (did you mean -batch-size?); see ingest --help"},
 		{args: []string{"ingest", "events"}, want: `ingest: unexpected argument "events"; see ingest --help`},
 		{args: []string{"analyzer", "run", "now"}, want: `analyzer run: unexpected argument "now"; see analyzer run --help`},
 		{args: []string{"analyzer", "evaluate", "in.jsonl"}, want: `analyzer evaluate: unexpected argument "in.jsonl"; see analyzer evaluate --help`},

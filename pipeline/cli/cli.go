@@ -138,7 +138,7 @@ func run(ctx context.Context, cmd *Command, path string, args []string, stdout, 
 			writeHelp(stdout, cmd, path, fs)
 			return ExitOK
 		}
-		return usageErr("%v", err)
+		return usageErr("%v%s", err, didYouMean(fs, err))
 	}
 	if fs.NArg() > 0 {
 		return usageErr("unexpected argument %q", fs.Arg(0))
@@ -198,6 +198,20 @@ func exitCode(err error, path string, stderr io.Writer, log *slog.Logger) int {
 		log.Error(path+" failed", "err", err)
 		return ExitFailure
 	}
+}
+
+// didYouMean suggests the defined flag nearest to an undefined one.
+func didYouMean(fs *flag.FlagSet, err error) string {
+	name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -")
+	if !ok {
+		return ""
+	}
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	if best, ok := config.Closest(strings.TrimPrefix(name, "-"), names); ok {
+		return " (did you mean -" + best + "?)"
+	}
+	return ""
 }
 
 // printLines writes err one line per line, each prefixed with the command, so that the

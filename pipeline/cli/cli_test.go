@@ -104,6 +104,8 @@ func TestUsageErrorsExitTwoWithOneLine(t *testing.T) {
 		want string
 	}{
 		{args: []string{"once", "-nope"}, want: "tool once: flag provided but not defined: -nope; see tool once --help"},
+		{args: []string{"once", "-evrey", "1h"}, want: "tool once: flag provided but not defined: -evrey (did you mean -every?); see tool once --help"},
+		{args: []string{"once", "--kafka-broker=k:9092"}, want: "tool once: flag provided but not defined: -kafka-broker (did you mean -kafka-brokers?); see tool once --help"},
 		{args: []string{"once", "--every", "soon"}, want: `tool once: invalid value "soon" for flag -every: parse error; see tool once --help`},
 		{args: []string{"once", "extra", "-every", "1h"}, want: `tool once: unexpected argument "extra"; see tool once --help`},
 		{args: []string{"twice"}, want: `tool: unknown command "twice": want run or once; see tool --help`},

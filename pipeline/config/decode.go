@@ -312,22 +312,36 @@ func parseDuration(s string) (time.Duration, error) {
 }
 
 // suggest returns ` (did you mean "x"?)` for the known key closest to an unknown one,
-// when it is a likely typo (at most two edits, and fewer than half the key), else "".
+// or "".
 func suggest(key string, fields map[string]int) string {
-	best, bestDist := "", 3
+	names := make([]string, 0, len(fields))
 	for name := range fields {
-		if dist := editDistance(key, name); dist < bestDist || dist == bestDist && name < best {
-			best, bestDist = name, dist
+		names = append(names, name)
+	}
+	if best, ok := Closest(key, names); ok {
+		return fmt.Sprintf(" (did you mean %q?)", best)
+	}
+	return ""
+}
+
+// Closest returns the candidate nearest to word when word is a likely typo of it: at
+// most two edits away, and fewer than half its length; ties go to the first in
+// alphabetical order. It suggests keys of the monitors file and command-line flags.
+func Closest(word string, candidates []string) (string, bool) {
+	best, bestDist := "", 3
+	for _, c := range candidates {
+		if dist := editDistance(word, c); dist < bestDist || dist == bestDist && c < best {
+			best, bestDist = c, dist
 		}
 	}
 	if best == "" || 2*bestDist >= len(best) {
-		return ""
+		return "", false
 	}
-	return fmt.Sprintf(" (did you mean %q?)", best)
+	return best, true
 }
 
 // editDistance is the Levenshtein distance between a and b, counted in bytes (keys
-// are ASCII).
+// and flag names are ASCII).
 func editDistance(a, b string) int {
 	prev := make([]int, len(b)+1)
 	cur := make([]int, len(b)+1)
