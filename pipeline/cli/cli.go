@@ -120,12 +120,14 @@ func run(ctx context.Context, cmd *Command, path string, args []string, stdout, 
 	if cmd.Flags != nil {
 		cmd.Flags(fs)
 	}
-	if f := fs.Lookup(dsnFlag); f != nil {
-		// One description everywhere, since the forms it lists are checked here.
-		f.Usage = config.ClickHouseDSNUsage
-		if fs.Lookup(passwordFlag) == nil {
-			config.ClickHousePassword(fs)
+	// The connection flags read the same in every command, whoever registered them.
+	for name, usage := range sharedUsage {
+		if f := fs.Lookup(name); f != nil {
+			f.Usage = usage
 		}
+	}
+	if fs.Lookup(dsnFlag) != nil && fs.Lookup(passwordFlag) == nil {
+		config.ClickHousePassword(fs)
 	}
 	logFlags := registerLogFlags(fs, cmd.LogLevel)
 
@@ -161,6 +163,11 @@ const (
 	dsnFlag      = "clickhouse-dsn"
 	passwordFlag = "clickhouse-password"
 )
+
+var sharedUsage = map[string]string{
+	dsnFlag:         config.ClickHouseDSNUsage,
+	"kafka-brokers": config.KafkaBrokersUsage,
+}
 
 // resolveDSN checks -clickhouse-dsn and puts -clickhouse-password into it.
 func resolveDSN(fs *flag.FlagSet) error {

@@ -206,15 +206,18 @@ func RedactURL(s string) string {
 // The shared settings. Each service registers those it uses, so a setting has the same
 // flag and environment variable everywhere.
 
+// KafkaBrokersUsage describes -kafka-brokers.
+const KafkaBrokersUsage = "Kafka bootstrap `brokers`, comma-separated host:port"
+
 // KafkaBrokers registers -kafka-brokers (FLAGWATCH_KAFKA_BROKERS).
 func KafkaBrokers(fs *flag.FlagSet) *List {
 	l := &List{DefaultKafkaBrokers}
-	fs.Var(l, "kafka-brokers", "Kafka bootstrap `brokers`, comma-separated host:port")
+	fs.Var(l, "kafka-brokers", KafkaBrokersUsage)
 	return l
 }
 
 // ClickHouseDSNUsage describes -clickhouse-dsn.
-const ClickHouseDSNUsage = "ClickHouse `dsn`: clickhouse://[user@]host:9000/database (native protocol; tcp:// too) or chdb:///path/to/dir (embedded)"
+const ClickHouseDSNUsage = "`dsn` of the ClickHouse to use: clickhouse://[user@]host:9000/database (native protocol; tcp:// too) or chdb:///path/to/dir (embedded)"
 
 // ClickHouseDSN registers -clickhouse-dsn (FLAGWATCH_CLICKHOUSE_DSN).
 func ClickHouseDSN(fs *flag.FlagSet) *string {
