@@ -155,6 +155,8 @@ func TestMistakesExitTwoWithOneLine(t *testing.T) {
 		{args: []string{"ingest", "events"}, want: `ingest: unexpected argument "events"; see ingest --help`},
 		{args: []string{"analyzer", "run", "now"}, want: `analyzer run: unexpected argument "now"; see analyzer run --help`},
 		{args: []string{"analyzer", "evaluate", "in.jsonl"}, want: `analyzer evaluate: unexpected argument "in.jsonl"; see analyzer evaluate --help`},
+		{args: []string{"analyzer", "run", "-schedule", "every 5 minutes"},
+			want: `analyzer run: invalid -schedule "every 5 minutes": expected exactly 5 fields, found 3: [every 5 minutes]; see analyzer run --help`},
 		{args: []string{"analyzer", "rnu"}, want: `analyzer: unknown command "rnu": want run, once or evaluate; see analyzer --help`},
 		{args: []string{"analyzer", "-schedule", "@hourly"}, want: "analyzer: a command must come before -schedule: run, once or evaluate; see analyzer --help"},
 		{args: []string{"capture", "-log-level", "verbose"}, want: `capture: invalid value "verbose" for flag -log-level: want debug, info, warn or error; see capture --help`},

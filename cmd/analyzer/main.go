@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/robfig/cron/v3"
+
 	"github.com/flagwatch/flagwatch/pipeline/analyze"
 	"github.com/flagwatch/flagwatch/pipeline/cli"
 	"github.com/flagwatch/flagwatch/pipeline/evaluate"
@@ -16,6 +18,9 @@ func main() {
 	var opts analyze.Options
 	pass := func(once bool) func(context.Context, *slog.Logger) error {
 		return func(ctx context.Context, log *slog.Logger) error {
+			if _, err := cron.ParseStandard(opts.Schedule); !once && err != nil {
+				return cli.Usagef("invalid -schedule %q: %v", opts.Schedule, err)
+			}
 			opts.Once, opts.Logger = once, log
 			return analyze.Run(ctx, opts)
 		}
