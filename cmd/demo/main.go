@@ -4,40 +4,38 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"log/slog"
-	"os"
-	"os/signal"
-	"syscall"
 
+	"github.com/flagwatch/flagwatch/pipeline/cli"
 	"github.com/flagwatch/flagwatch/pipeline/config"
 	"github.com/flagwatch/flagwatch/pipeline/demo"
 )
 
 func main() {
 	var o demo.Options
-	fs := flag.NewFlagSet("demo", flag.ExitOnError)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "demo: a synthetic week for three flags through kfake, ingest, the analyzer and the notifier.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	dsn := config.ClickHouseDSN(fs)
-	fs.StringVar(&o.DataDir, "data-dir", ".demo", "broker data and generated monitors file (wiped at start)")
-	fs.IntVar(&o.Users, "users", 30000, "synthetic users")
-	fs.IntVar(&o.Days, "days", 8, "days of traffic, ending now")
-	token, webhook := config.SlackBotToken(fs), config.SlackWebhookURL(fs)
-	api := config.SlackAPIURL(fs)
-	if err := config.ParseFlags(fs, os.Args[1:], os.LookupEnv); err != nil {
-		slog.Error("demo", "err", err)
-		os.Exit(2)
-	}
-	o.ClickHouseDSN, o.SlackToken, o.SlackWebhook, o.SlackAPIURL = *dsn, token.Reveal(), webhook.Reveal(), *api
-	// The services' start-up chatter (migrations) would bury the story.
-	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if _, err := demo.Run(ctx, o); err != nil {
-		slog.Error("demo failed", "err", err)
-		os.Exit(1)
-	}
+	var dsn, api *string
+	var token, webhook *config.Secret
+	cli.Main(&cli.Command{
+		Name:    "demo",
+		Summary: "a synthetic week for three flags through kfake, ingest, the analyzer and the notifier",
+		About: `Plays the story of the README on one machine: new-checkout splits by country,
+fast-search breaks a guardrail and is rolled back, new-onboarding is an A/A test. It
+ends with the Slack messages (posted for real when a Slack token or webhook is set)
+and a summary table.`,
+		// The services' start-up chatter (migrations) would bury the story.
+		LogLevel: slog.LevelWarn,
+		Flags: func(fs *flag.FlagSet) {
+			dsn = config.ClickHouseDSN(fs)
+			fs.StringVar(&o.DataDir, "data-dir", ".demo", "broker data and generated monitors `dir` (wiped at start)")
+			fs.IntVar(&o.Users, "users", 30000, "synthetic users")
+			fs.IntVar(&o.Days, "days", 8, "days of traffic, ending now")
+			token, webhook, api = config.SlackBotToken(fs), config.SlackWebhookURL(fs), config.SlackAPIURL(fs)
+		},
+		Run: func(ctx context.Context, log *slog.Logger) error {
+			o.ClickHouseDSN, o.SlackAPIURL, o.Logger = *dsn, *api, log
+			o.SlackToken, o.SlackWebhook = token.Reveal(), webhook.Reveal()
+			_, err := demo.Run(ctx, o)
+			return err
+		},
+	})
 }

@@ -12,6 +12,7 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -192,24 +193,49 @@ func Load(path string) (*Monitors, error) {
 		return Parse(nil, "")
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read config %s: %w", path, err)
+		return nil, &readError{path: path, err: err}
 	}
 	return Parse(data, path)
 }
 
+// readError is a monitors file that could not be read.
+type readError struct {
+	path string
+	err  error
+}
+
+func (e *readError) Error() string { return fmt.Sprintf("read config %s: %v", e.path, e.err) }
+func (e *readError) Unwrap() error { return e.err }
+
+// IsInvalid reports whether err is the monitors file's fault — it could not be read,
+// or Parse found problems in it — rather than a failure at run time, so that commands
+// can exit with the code for bad configuration (2) instead of a failure (1).
+func IsInvalid(err error) bool {
+	var e *Error
+	var r *readError
+	return errors.As(err, &e) || errors.As(err, &r)
+}
+
 // Parse decodes, completes and validates a monitors file; file names it in errors.
-// Empty data gives the defaults. All problems found are returned, joined, each an
-// *Error.
+// Empty data gives the defaults. Every problem is returned at once, in line order,
+// joined (one per line when printed), each an *Error: wrong types and unknown keys
+// do not hide bad values elsewhere, so one edit can fix them all. Only a YAML syntax
+// error stops at the first, as the parser does.
 func Parse(data []byte, file string) (*Monitors, error) {
 	d := newDecoder(file)
 	m := &Monitors{File: file}
 	d.document(data, m)
-	if len(d.errs) == 0 {
+	if !d.syntax {
 		m.applyDefaults(d.has)
 		d.validate(m)
 	}
 	if len(d.errs) > 0 {
-		return nil, errors.Join(d.errs...)
+		slices.SortStableFunc(d.errs, func(a, b *Error) int { return cmp.Compare(a.Line, b.Line) })
+		errs := make([]error, len(d.errs))
+		for i, e := range d.errs {
+			errs[i] = e
+		}
+		return nil, errors.Join(errs...)
 	}
 	m.mergeCoreMetrics()
 	return m, nil

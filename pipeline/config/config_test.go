@@ -12,9 +12,9 @@ import (
 
 func TestLoadBadConfigs(t *testing.T) {
 	for file, want := range map[string]string{
-		"unknown_key.yaml":          `testdata/unknown_key.yaml:15: flags[0].metrics[1]: unknown key "evnt"`,
-		"unknown_key_flow.yaml":     `testdata/unknown_key_flow.yaml:5: flags[0].metrics[1]: unknown key "evnt"`,
-		"unknown_top_key.yaml":      `testdata/unknown_top_key.yaml:3: unknown key "flag"`,
+		"unknown_key.yaml":          `testdata/unknown_key.yaml:15: flags[0].metrics[1]: unknown key "evnt" (did you mean "event"?)`,
+		"unknown_key_flow.yaml":     `testdata/unknown_key_flow.yaml:5: flags[0].metrics[1]: unknown key "evnt" (did you mean "event"?)`,
+		"unknown_top_key.yaml":      `testdata/unknown_top_key.yaml:3: unknown key "flag" (did you mean "flags"?)`,
 		"repeated_key.yaml":         `testdata/repeated_key.yaml:4: flags[0]: key "control" repeated (first at line 3)`,
 		"bad_kind.yaml":             `testdata/bad_kind.yaml:5: flags[0].metrics[0].kind: unknown kind "conversions" (want conversion, count, sum or ratio)`,
 		"bad_goal.yaml":             `testdata/bad_goal.yaml:2: core_metrics[0].goal: unknown goal "down" (want increase or decrease)`,
@@ -34,6 +34,20 @@ testdata/wrong_type.yaml:5: flags[0].segments: want a list, got "plan"`,
 		"guardrail.yaml": `testdata/guardrail.yaml:2: core_metrics[0].guardrail: needs exactly one of max_increase or max_decrease
 testdata/guardrail.yaml:3: core_metrics[1].guardrail.max_increase: must be > 0, got -0.1
 testdata/guardrail.yaml:4: core_metrics[2].goal: goal increase contradicts the guardrail, which treats an increase as harm`,
+		// Every mistake at once, in line order; a value that failed to decode does not
+		// also fail validation (alpha, the metric with "evnt", the split of flags[1]).
+		"many_errors.yaml": `testdata/many_errors.yaml:3: defaults.alpha: want a number, got "high"
+testdata/many_errors.yaml:4: defaults.min_duration: invalid duration "2 days" (want e.g. 90m, 36h or 7d)
+testdata/many_errors.yaml:5: defaults.sequential_tuning: must be > 0, got -5
+testdata/many_errors.yaml:7: core_metrics[0]: unknown key "windw" (did you mean "window"?)
+testdata/many_errors.yaml:10: flags[0].split: shares sum to 1.1, want 1
+testdata/many_errors.yaml:12: flags[0].metrics[0].kind: unknown kind "conversions" (want conversion, count, sum or ratio)
+testdata/many_errors.yaml:13: flags[0].metrics[1]: kind sum needs property
+testdata/many_errors.yaml:14: flags[0].metrics[2]: unknown key "evnt" (did you mean "event"?)
+testdata/many_errors.yaml:15: flags[1].key: duplicate flag "new-checkout" (first at line 9)
+testdata/many_errors.yaml:16: flags[1]: unknown key "slack_chanel" (did you mean "slack_channel"?)
+testdata/many_errors.yaml:17: flags[1].split: want a mapping of variant to share, got "50/50"
+testdata/many_errors.yaml:18: flags[1]: unknown key "owner"`,
 		"bad_rollback.yaml": `testdata/bad_rollback.yaml:4: flags[0].rollback.webhook.url: want an http or https URL, got "hooks.example.com/flagwatch"
 testdata/bad_rollback.yaml:4: flags[0].rollback.webhook.secret_env: want the name of an environment variable, got "ROLLBACK-SECRET"
 testdata/bad_rollback.yaml:5: flags[0].rollback.posthog.flag_id: want PostHog's numeric flag id (> 0), got 0`,
@@ -50,7 +64,7 @@ func TestErrorCarriesPosition(t *testing.T) {
 	_, err := Load("testdata/unknown_key.yaml")
 	var e *Error
 	require.ErrorAs(t, err, &e)
-	require.Equal(t, Error{File: "testdata/unknown_key.yaml", Line: 15, Path: "flags[0].metrics[1]", Msg: `unknown key "evnt"`}, *e)
+	require.Equal(t, Error{File: "testdata/unknown_key.yaml", Line: 15, Path: "flags[0].metrics[1]", Msg: `unknown key "evnt" (did you mean "event"?)`}, *e)
 }
 
 // TestLoadSpecExample parses the monitors file of SPEC §6 verbatim.

@@ -17,11 +17,17 @@ import (
 type decoder struct {
 	file string
 	seen map[string]int // path of every non-null key or list item → its line
-	errs []error
+	// bad holds the path of every value that failed to decode (an unknown or repeated
+	// key counts as a value at mapping.key). Validation stays quiet about those values
+	// and about the mapping holding them, which would only repeat the first error:
+	// `evnt: purchase` is reported as an unknown key, not also as "needs event".
+	bad    map[string]bool
+	syntax bool // the file is not YAML at all; nothing was decoded
+	errs   []*Error
 }
 
 func newDecoder(file string) *decoder {
-	return &decoder{file: file, seen: map[string]int{}}
+	return &decoder{file: file, seen: map[string]int{}, bad: map[string]bool{}}
 }
 
 var (
@@ -32,6 +38,37 @@ var (
 
 func (d *decoder) fail(line int, path, format string, args ...any) {
 	d.errs = append(d.errs, &Error{File: d.file, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// badValue records a decoding error at valuePath, the path of the value that failed.
+func (d *decoder) badValue(line int, valuePath, format string, args ...any) {
+	d.bad[valuePath] = true
+	d.fail(line, parent(valuePath), format, args...)
+}
+
+// badHere records a decoding error about the value at path itself (wrong type).
+func (d *decoder) badHere(line int, path, format string, args ...any) {
+	d.bad[path] = true
+	d.fail(line, path, format, args...)
+}
+
+// quiet reports whether a validation error at path would only echo a decoding error:
+// path or one of its ancestors failed to decode, or path holds a value that did.
+func (d *decoder) quiet(path string) bool {
+	for p := path; ; p = parent(p) {
+		if d.bad[p] {
+			return true
+		}
+		if p == "" {
+			break
+		}
+	}
+	for b := range d.bad {
+		if b != "" && parent(b) == path {
+			return true
+		}
+	}
+	return false
 }
 
 // has reports whether path was present (and not null) in the file.
@@ -71,7 +108,7 @@ func join(path, key string) string {
 func (d *decoder) document(data []byte, m *Monitors) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		d.syntax(err)
+		d.syntaxError(err)
 		return
 	}
 	if root.Kind == 0 || len(root.Content) == 0 {
@@ -86,7 +123,8 @@ func (d *decoder) document(data []byte, m *Monitors) {
 
 // syntax reports a YAML parse error with the line the parser gives, which for an
 // unclosed block or flow collection is the line where the collection starts.
-func (d *decoder) syntax(err error) {
+func (d *decoder) syntaxError(err error) {
+	d.syntax = true
 	if g := yamlLine.FindStringSubmatch(err.Error()); g != nil {
 		line, _ := strconv.Atoi(g[1])
 		d.fail(line, "", "invalid YAML: %s", g[2])
@@ -125,7 +163,7 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 // are errors. Merge keys (<<: *anchor) are applied first so explicit keys override.
 func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind != yaml.MappingNode {
-		d.fail(n.Line, path, "want a mapping, got %s", describe(n))
+		d.badHere(n.Line, path, "want a mapping, got %s", describe(n))
 		return
 	}
 	fields := fieldsOf(v.Type())
@@ -139,13 +177,13 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string) {
 			continue
 		}
 		if l, dup := first[k.Value]; dup {
-			d.fail(k.Line, path, "key %q repeated (first at line %d)", k.Value, l)
+			d.badValue(k.Line, join(path, k.Value), "key %q repeated (first at line %d)", k.Value, l)
 			continue
 		}
 		first[k.Value] = k.Line
 		idx, ok := fields[k.Value]
 		if !ok {
-			d.fail(k.Line, path, "unknown key %q", k.Value)
+			d.badValue(k.Line, join(path, k.Value), "unknown key %q%s", k.Value, suggest(k.Value, fields))
 			continue
 		}
 		if isNull(val) {
@@ -194,7 +232,7 @@ func fieldsOf(t reflect.Type) map[string]int {
 
 func (d *decoder) sequence(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind != yaml.SequenceNode {
-		d.fail(n.Line, path, "want a list, got %s", describe(n))
+		d.badHere(n.Line, path, "want a list, got %s", describe(n))
 		return
 	}
 	s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
@@ -212,7 +250,7 @@ func (d *decoder) scalar(n *yaml.Node, v reflect.Value, path string) {
 		reflect.Int: "an integer", reflect.Int64: "an integer", reflect.Float64: "a number",
 	}[v.Kind()]
 	if n.Kind != yaml.ScalarNode {
-		d.fail(n.Line, path, "want %s, got %s", want, describe(n))
+		d.badHere(n.Line, path, "want %s, got %s", want, describe(n))
 		return
 	}
 	if v.Kind() == reflect.String {
@@ -220,18 +258,18 @@ func (d *decoder) scalar(n *yaml.Node, v reflect.Value, path string) {
 		return
 	}
 	if err := n.Decode(v.Addr().Interface()); err != nil {
-		d.fail(n.Line, path, "want %s, got %s", want, describe(n))
+		d.badHere(n.Line, path, "want %s, got %s", want, describe(n))
 	}
 }
 
 func (d *decoder) duration(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind != yaml.ScalarNode {
-		d.fail(n.Line, path, "want a duration, got %s", describe(n))
+		d.badHere(n.Line, path, "want a duration, got %s", describe(n))
 		return
 	}
 	dur, err := parseDuration(n.Value)
 	if err != nil {
-		d.fail(n.Line, path, "invalid duration %q (want e.g. 90m, 36h or 7d)", n.Value)
+		d.badHere(n.Line, path, "invalid duration %q (want e.g. 90m, 36h or 7d)", n.Value)
 		return
 	}
 	v.SetInt(int64(dur))
@@ -240,7 +278,7 @@ func (d *decoder) duration(n *yaml.Node, v reflect.Value, path string) {
 // split decodes {variant: weight, …} keeping the file order.
 func (d *decoder) split(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind != yaml.MappingNode {
-		d.fail(n.Line, path, "want a mapping of variant to share, got %s", describe(n))
+		d.badHere(n.Line, path, "want a mapping of variant to share, got %s", describe(n))
 		return
 	}
 	var s Split
@@ -248,7 +286,7 @@ func (d *decoder) split(n *yaml.Node, v reflect.Value, path string) {
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
 		if l, dup := first[k.Value]; dup {
-			d.fail(k.Line, path, "variant %q repeated (first at line %d)", k.Value, l)
+			d.badValue(k.Line, join(path, k.Value), "variant %q repeated (first at line %d)", k.Value, l)
 			continue
 		}
 		first[k.Value] = k.Line
@@ -271,6 +309,57 @@ func parseDuration(s string) (time.Duration, error) {
 		return time.Duration(n) * day, nil
 	}
 	return time.ParseDuration(s)
+}
+
+// suggest returns ` (did you mean "x"?)` for the known key closest to an unknown one,
+// or "".
+func suggest(key string, fields map[string]int) string {
+	names := make([]string, 0, len(fields))
+	for name := range fields {
+		names = append(names, name)
+	}
+	if best, ok := Closest(key, names); ok {
+		return fmt.Sprintf(" (did you mean %q?)", best)
+	}
+	return ""
+}
+
+// Closest returns the candidate nearest to word when word is a likely typo of it: at
+// most two edits away, and fewer than half its length; ties go to the first in
+// alphabetical order. It suggests keys of the monitors file and command-line flags.
+func Closest(word string, candidates []string) (string, bool) {
+	best, bestDist := "", 3
+	for _, c := range candidates {
+		if dist := editDistance(word, c); dist < bestDist || dist == bestDist && c < best {
+			best, bestDist = c, dist
+		}
+	}
+	if best == "" || 2*bestDist >= len(best) {
+		return "", false
+	}
+	return best, true
+}
+
+// editDistance is the Levenshtein distance between a and b, counted in bytes (keys
+// and flag names are ASCII).
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 func isNull(n *yaml.Node) bool {

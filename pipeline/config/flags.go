@@ -36,7 +36,7 @@ type Lookup func(name string) (string, bool)
 // parsing it adds each flag's variable to its usage text, so -help lists them.
 func ParseFlags(fs *flag.FlagSet, args []string, lookup Lookup) error {
 	fs.VisitAll(func(f *flag.Flag) {
-		f.Usage += " (env " + envOf(f) + ")"
+		f.Usage += " (env " + EnvOf(f) + ")"
 	})
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -62,7 +62,9 @@ func Env(fs *flag.FlagSet, lookup Lookup) error {
 	return errors.Join(errs...)
 }
 
-func envOf(f *flag.Flag) string {
+// EnvOf names the environment variable f is read from, as help texts show it: the
+// FLAGWATCH_* name, or for a secret "VAR or VAR_FILE".
+func EnvOf(f *flag.Flag) string {
 	if s, ok := f.Value.(*Secret); ok {
 		return s.env + " or " + s.env + "_FILE"
 	}
@@ -204,16 +206,22 @@ func RedactURL(s string) string {
 // The shared settings. Each service registers those it uses, so a setting has the same
 // flag and environment variable everywhere.
 
+// KafkaBrokersUsage describes -kafka-brokers.
+const KafkaBrokersUsage = "Kafka bootstrap `brokers`, comma-separated host:port"
+
 // KafkaBrokers registers -kafka-brokers (FLAGWATCH_KAFKA_BROKERS).
 func KafkaBrokers(fs *flag.FlagSet) *List {
 	l := &List{DefaultKafkaBrokers}
-	fs.Var(l, "kafka-brokers", "Kafka bootstrap `brokers`, comma-separated host:port")
+	fs.Var(l, "kafka-brokers", KafkaBrokersUsage)
 	return l
 }
 
+// ClickHouseDSNUsage describes -clickhouse-dsn.
+const ClickHouseDSNUsage = "`dsn` of the ClickHouse to use: clickhouse://[user@]host:9000/database (native protocol; tcp:// too) or chdb:///path/to/dir (embedded)"
+
 // ClickHouseDSN registers -clickhouse-dsn (FLAGWATCH_CLICKHOUSE_DSN).
 func ClickHouseDSN(fs *flag.FlagSet) *string {
-	return fs.String("clickhouse-dsn", DefaultClickHouseDSN, "ClickHouse native-protocol `dsn`")
+	return fs.String("clickhouse-dsn", DefaultClickHouseDSN, ClickHouseDSNUsage)
 }
 
 // ClickHousePassword registers -clickhouse-password (FLAGWATCH_CLICKHOUSE_PASSWORD or

@@ -16,8 +16,11 @@ const splitTolerance = 1e-6
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // invalid records a validation error at path, on the line of path or its nearest
-// present ancestor.
+// present ancestor, unless it would echo a decoding error (see quiet).
 func (d *decoder) invalid(path, format string, args ...any) {
+	if d.quiet(path) {
+		return
+	}
 	d.fail(d.line(path), path, format, args...)
 }
 
