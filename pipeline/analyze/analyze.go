@@ -1,7 +1,7 @@
 // Package analyze is flagwatch's analyzer: on a schedule it turns the cohort data in
 // ClickHouse into decisions per flag, metric, segment and variant, appends them to the
-// results history, emits new findings as alerts on flag_alerts, and calls a monitor's
-// rollback action on a guardrail breach.
+// results history, emits each flag's findings as one incident alert on flag_alerts, and
+// calls a monitor's rollback action on a guardrail breach.
 //
 // The decision that shapes it: one pass runs one aggregation query for all monitors.
 // ClickHouse joins each user's first exposure (aggregate states kept by a materialized
@@ -17,23 +17,24 @@
 // pass recomputes only the users with new events or exposures since the last one, so its
 // cost follows the new data. A pass from scratch (--recompute-all, and the daily rebuild)
 // gives the same cells.
+//
+// The code is split along that line: what a pass reads and writes is two small
+// interfaces (passReader, passWriter; chstore.go implements them with SQL), and
+// everything between — cells to rows (decide.go), rows to one incident per flag with a
+// recommendation that never contradicts itself (incident.go) — is pure, and tested
+// table by table without a database.
 package analyze
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math"
-	"os"
 	"slices"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/flagwatch/flagwatch/pipeline/alert"
 	"github.com/flagwatch/flagwatch/pipeline/config"
-	"github.com/flagwatch/flagwatch/pipeline/evaluate"
-	"github.com/flagwatch/flagwatch/pipeline/stats"
 	"github.com/flagwatch/flagwatch/pipeline/store"
 )
 
@@ -68,7 +69,12 @@ type Pass struct {
 	ID   string
 	Time time.Time
 	Rows []Row
-	// Alerts are the findings this pass emitted (new, changed, or repeated critical).
+	// Cohorts are the lifts of exposure-day cohorts (segment $exposure_day), per flag,
+	// metric and variant: the series the behaviour-shift detector watches, kept in the
+	// results history for the flag pages.
+	Cohorts []Row
+	// Alerts are the incidents this pass emitted: one per flag with something new (or a
+	// critical finding due for a repeat), its findings in priority order.
 	Alerts []alert.Alert
 }
 
@@ -79,6 +85,8 @@ type Emitter interface {
 
 // Analyzer runs passes.
 type Analyzer struct {
+	// Conn is the ClickHouse the pass reads and writes (tests of the decisions replace
+	// it with the reader and writer below).
 	Conn     store.Conn
 	Monitors *config.Monitors
 	Emitter  Emitter
@@ -96,6 +104,47 @@ type Analyzer struct {
 	// RebuildEvery rebuilds the incremental state from every (flag, user) once it is
 	// this old (0: only when the plan changes).
 	RebuildEvery time.Duration
+	// PublicURL, when set, is where the flag pages are served; alerts link to them.
+	PublicURL string
+
+	// reader and writer default to chStore on Conn.
+	reader passReader
+	writer passWriter
+	// rollbacks runs a monitor's rollback (a.rollback by default).
+	rollbacks func(ctx context.Context, cfg *config.Rollback, al *alert.Alert) *alert.Rollback
+}
+
+// passReader is what a pass reads: the flags seen in exposures, the cohort cells of its
+// plan, and what earlier passes emitted.
+type passReader interface {
+	activity(ctx context.Context) (map[string]*flagInfo, error)
+	cells(ctx context.Context, p *plan, ratioPairs [][2]int, passID string) (map[cellKey]*cell, error)
+	history(ctx context.Context) (*history, error)
+}
+
+// passWriter is what a pass writes once it has decided: its rows (the results history)
+// and the findings it emitted (the alert log, read back as the next pass's history).
+type passWriter interface {
+	recordResults(ctx context.Context, pass *Pass) error
+	recordAlerts(ctx context.Context, pass *Pass, emitted []emittedFinding) error
+}
+
+func (a *Analyzer) backend() (passReader, passWriter) {
+	rd, wr := a.reader, a.writer
+	if rd == nil || wr == nil {
+		cs := a.chStore()
+		if rd == nil {
+			rd = cs
+		}
+		if wr == nil {
+			wr = cs
+		}
+	}
+	return rd, wr
+}
+
+func (a *Analyzer) chStore() *chStore {
+	return &chStore{conn: a.Conn, replica: a.Replica, log: a.log(), recomputeAll: a.RecomputeAll, rebuildEvery: a.RebuildEvery}
 }
 
 func (a *Analyzer) now() time.Time {
@@ -115,8 +164,12 @@ func (a *Analyzer) log() *slog.Logger {
 // monitor is one flag's resolved configuration for a pass.
 type monitor struct {
 	flag     config.Flag
-	variants []string // control first
-	metrics  []metricPlan
+	variants []string // compared: control first
+	// unexpected are variants seen in exposures that are not compared: not in the
+	// configured split, or (without one) too few users to be a real arm — a typo in an
+	// SDK call, a test user. They are reported, never allowed to hide the real arms.
+	unexpected []string
+	metrics    []metricPlan
 }
 
 type metricPlan struct {
@@ -125,11 +178,13 @@ type metricPlan struct {
 	ratio    int // index into ratio pairs, -1
 }
 
-// Run executes one pass: query, evaluate, record history, emit alerts, roll back.
+// Run executes one pass: read, decide, record the history, emit the incidents (rolling
+// back where a monitor says so), record what was emitted.
 func (a *Analyzer) Run(ctx context.Context) (*Pass, error) {
+	rd, wr := a.backend()
 	start := a.now()
 	pass := &Pass{ID: fmt.Sprintf("%s-%d", a.Replica, start.UnixNano()), Time: start}
-	infos, err := flagActivity(ctx, a.Conn)
+	infos, err := rd.activity(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -138,33 +193,44 @@ func (a *Analyzer) Run(ctx context.Context) (*Pass, error) {
 		keys = append(keys, k)
 	}
 	p, monitors, ratioPairs := a.plan(keys)
-	cells, err := a.cells(ctx, p, ratioPairs, pass.ID)
+	cells, err := rd.cells(ctx, p, ratioPairs, pass.ID)
 	if err != nil {
 		return nil, err
 	}
-	addVariants(infos, cells)
-	for _, m := range monitors {
-		var vs []string
-		if fi := infos[m.flag.Key]; fi != nil {
-			vs = fi.variants
-		}
-		m.flag = a.Monitors.ForFlag(m.flag.Key, vs)
-		m.variants = orderVariants(m.flag.Control, vs)
-	}
-	h, err := a.history(ctx)
+	h, err := rd.history(ctx)
 	if err != nil {
 		return nil, err
 	}
-	for _, m := range monitors {
-		pass.Rows = append(pass.Rows, a.evaluateFlag(m, infos[m.flag.Key], cells, h.latched, start)...)
-	}
-	if err := a.record(ctx, pass); err != nil {
+	pass.Rows, pass.Cohorts = a.decide(monitors, infos, cells, h.latched, start)
+	if err := wr.recordResults(ctx, pass); err != nil {
 		return nil, err
 	}
 	if err := a.alert(ctx, pass, monitors, h); err != nil {
 		return pass, err
 	}
 	return pass, nil
+}
+
+// decide turns a pass's cells into rows (pure: the cells, the monitors, the latches
+// and the time decide everything). It also returns the exposure-day cohort rows, kept
+// in the history for the flag pages but not printed by `analyzer once`.
+func (a *Analyzer) decide(monitors []*monitor, infos map[string]*flagInfo, cells map[cellKey]*cell, latched map[string]string, now time.Time) (rows, cohorts []Row) {
+	addVariants(infos, cells)
+	for _, m := range monitors {
+		fi := infos[m.flag.Key]
+		var vs []string
+		if fi != nil {
+			vs = fi.variants
+		}
+		m.flag = a.Monitors.ForFlag(m.flag.Key, vs)
+		m.variants, m.unexpected = pickVariants(m.flag, vs, cells, a.Monitors.Defaults.MinUsersPerVariant)
+	}
+	for _, m := range monitors {
+		r, c := a.evaluateFlag(m, infos[m.flag.Key], cells, latched, now)
+		rows = append(rows, r...)
+		cohorts = append(cohorts, c...)
+	}
+	return rows, cohorts
 }
 
 // plan builds a pass's query plan and monitors for the exposed flags keys and the
@@ -217,294 +283,4 @@ func orderVariants(control string, vs []string) []string {
 		}
 	}
 	return out
-}
-
-// evaluateFlag turns one flag's cells into rows: per metric × segment × test variant,
-// then SRM, divergence and staleness findings.
-func (a *Analyzer) evaluateFlag(m *monitor, info *flagInfo, cells map[cellKey]*cell, latched map[string]string, now time.Time) []Row {
-	f := m.flag
-	d := a.Monitors.Defaults
-	if info == nil || len(m.variants) < 2 {
-		reason := "no exposures yet"
-		if info != nil {
-			reason = fmt.Sprintf("only one variant seen (%s)", strings.Join(m.variants, ", "))
-		}
-		return []Row{{Flag: f.Key, Decision: alert.InsufficientData, Reason: reason}}
-	}
-	young := now.Sub(time.UnixMilli(info.firstMs)) < d.MinDuration
-	var rows []Row
-	segValues := map[string][]string{}
-	for k := range cells {
-		if k.flag == f.Key && k.segProp != "" && slices.Contains(f.Segments, k.segProp) && !slices.Contains(segValues[k.segProp], k.segValue) {
-			segValues[k.segProp] = append(segValues[k.segProp], k.segValue)
-		}
-	}
-	var srmDone bool
-	for _, mp := range m.metrics {
-		total, out, ok := a.verdict(m, mp, cells, "", "")
-		if !ok {
-			continue
-		}
-		if !srmDone {
-			srmDone = true
-			if out.SRM {
-				rows = append(rows, Row{Flag: f.Key, Variant: "", Decision: alert.SRM, N: total,
-					P: out.SRMP, Reason: fmt.Sprintf("sample ratio mismatch: users per variant %s against the configured split %v (χ² p = %.2g < 0.001); check your flag-evaluation code", usersOf(m, cells), f.ExpectedSplit(m.variants), out.SRMP)})
-			}
-		}
-		rows = append(rows, a.rowsOf(f.Key, mp, nil, out, latched, young)...)
-		for prop, values := range segValues {
-			sort.Strings(values)
-			var segRows []Row
-			for _, v := range values {
-				_, so, ok := a.verdict(m, mp, cells, prop, v)
-				if !ok {
-					continue
-				}
-				val := v
-				segRows = append(segRows, a.rowsOf(f.Key, mp, &Segment{Property: prop, Value: &val}, so, latched, young)...)
-			}
-			correctSegments(segRows, d.Alpha)
-			rows = append(rows, segRows...)
-			if div := divergence(f.Key, mp.cfg.Name, prop, out, segRows, d.Alpha); div != nil {
-				rows = append(rows, *div)
-			}
-		}
-	}
-	for _, mp := range m.metrics {
-		rows = append(rows, a.shifts(m, mp, cells)...)
-	}
-	if staleFor := now.Sub(time.UnixMilli(info.lastMs)); info.lastMs > 0 && staleFor > d.StaleAfter {
-		rows = append(rows, Row{Flag: f.Key, Decision: alert.Stale,
-			Reason: fmt.Sprintf("no exposures for %s (last at %s; grace %s)", staleFor.Round(time.Minute), time.UnixMilli(info.lastMs).UTC().Format(time.RFC3339), d.StaleAfter)})
-	}
-	if info.multiple > 0 {
-		for i := range rows {
-			if rows[i].Metric != "" && rows[i].Segment == nil {
-				rows[i].Reason = strings.TrimSpace(rows[i].Reason + fmt.Sprintf(" (%d users saw several variants ($multiple) and are excluded)", info.multiple))
-			}
-		}
-	}
-	return rows
-}
-
-func usersOf(m *monitor, cells map[cellKey]*cell) string {
-	var parts []string
-	for _, v := range m.variants {
-		if c := cells[cellKey{m.flag.Key, v, "", ""}]; c != nil {
-			parts = append(parts, fmt.Sprintf("%s %d", v, c.n))
-		}
-	}
-	return strings.Join(parts, ", ")
-}
-
-// verdict builds the evaluate input for one metric and segment and runs it.
-func (a *Analyzer) verdict(m *monitor, mp metricPlan, cells map[cellKey]*cell, prop, value string) (int64, evaluate.Output, bool) {
-	d := a.Monitors.Defaults
-	in := evaluate.Input{
-		Metric:             evaluate.Metric{Name: mp.cfg.Name, Kind: string(mp.cfg.Kind), Goal: string(mp.cfg.Goal)},
-		Alpha:              evaluate.Float(d.Alpha),
-		SequentialTuning:   evaluate.Float(d.SequentialTuning),
-		MinUsersPerVariant: evaluate.Float(float64(d.MinUsersPerVariant)),
-		ExpectedSplit:      m.flag.ExpectedSplit(m.variants),
-		Correction:         "holm",
-	}
-	if g := mp.cfg.Guardrail; g != nil {
-		in.Metric.Guardrail = &evaluate.Guardrail{}
-		if g.MaxIncrease > 0 {
-			in.Metric.Guardrail.MaxIncrease = evaluate.Float(g.MaxIncrease)
-		}
-		if g.MaxDecrease > 0 {
-			in.Metric.Guardrail.MaxDecrease = evaluate.Float(g.MaxDecrease)
-		}
-	}
-	var total int64
-	for _, v := range m.variants {
-		c := cells[cellKey{m.flag.Key, v, prop, value}]
-		if c == nil || c.n < 2 {
-			return 0, evaluate.Output{}, false
-		}
-		total += int64(c.n)
-		x := c.m[mp.num]
-		vr := evaluate.Variant{Name: v, N: evaluate.Float(float64(c.n)), Sum: evaluate.Float(x.sum), SumSq: evaluate.Float(x.sumSq)}
-		if mp.ratio >= 0 {
-			y := c.m[mp.den]
-			vr.DenSum, vr.DenSumSq, vr.CrossSum = evaluate.Float(y.sum), evaluate.Float(y.sumSq), evaluate.Float(c.ratios[mp.ratio])
-		} else if d.PrePeriod > 0 {
-			vr.PreSum, vr.PreSumSq, vr.PreCross = evaluate.Float(x.pre), evaluate.Float(x.preSq), evaluate.Float(x.cross)
-		}
-		in.Variants = append(in.Variants, vr)
-	}
-	out, err := evaluate.Verdict(in)
-	if err != nil {
-		a.log().Warn("metric not evaluated", "flag", m.flag.Key, "metric", mp.cfg.Name, "segment", prop+"="+value, "err", err)
-		return 0, evaluate.Output{}, false
-	}
-	return total, out, true
-}
-
-// rowsOf renders a verdict's test variants as rows, applying the minimum duration and
-// the latch.
-func (a *Analyzer) rowsOf(flag string, mp metricPlan, seg *Segment, out evaluate.Output, latched map[string]string, young bool) []Row {
-	var rows []Row
-	for _, r := range out.Results {
-		row := Row{Flag: flag, Metric: mp.cfg.Name, Segment: seg, Variant: r.Variant, N: r.N,
-			Decision: r.Decision, Reason: r.Reason, CUPED: r.CUPED, Correction: out.Correction,
-			ControlN: out.Control.N}
-		if out.Control.Mean != nil {
-			row.ControlMean = *out.Control.Mean
-		}
-		row.Mean, row.Lift, row.SE, row.ChanceToWin = deref(r.Mean), deref(r.Lift), deref(r.SE), deref(r.ChanceToWin)
-		if r.Sequential != nil {
-			row.CI, row.P = r.Sequential.CI, r.Sequential.P
-			if r.Sequential.PAdjusted != nil {
-				row.P = *r.Sequential.PAdjusted
-			}
-		}
-		if young && row.Decision != alert.GuardrailBreach && row.Decision != alert.InsufficientData {
-			row.Decision = alert.InsufficientData
-			row.Reason = "minimum duration since first exposure not reached; " + row.Reason
-		}
-		if prev := latched[subject(flag, mp.cfg.Name, seg, r.Variant)]; prev != "" {
-			if l := string(stats.Latch(stats.Decision(prev), stats.Decision(row.Decision))); l != row.Decision {
-				row.Reason = fmt.Sprintf("latched %s (the sequential test crossed earlier; now %s: %s)", l, row.Decision, row.Reason)
-				row.Decision = l
-			}
-		}
-		rows = append(rows, row)
-	}
-	return rows
-}
-
-func deref(p *float64) float64 {
-	if p == nil || math.IsNaN(*p) {
-		return 0
-	}
-	return *p
-}
-
-// correctSegments applies Benjamini–Hochberg across one property's segment values: a
-// segment's win or loss stands only if it survives the correction.
-func correctSegments(rows []Row, alpha float64) {
-	byVariant := map[string][]int{}
-	for i, r := range rows {
-		byVariant[r.Variant] = append(byVariant[r.Variant], i)
-	}
-	for _, idx := range byVariant {
-		ps := make([]float64, len(idx))
-		for j, i := range idx {
-			ps[j] = rows[i].P
-		}
-		adj := stats.AdjustBH(ps)
-		for j, i := range idx {
-			rows[i].P = adj[j]
-			rows[i].Correction = "benjamini-hochberg across segments"
-			if (rows[i].Decision == alert.Win || rows[i].Decision == alert.Loss) && adj[j] >= alpha {
-				rows[i].Reason = fmt.Sprintf("not significant after Benjamini–Hochberg across %d segments (adjusted p = %.3g); %s", len(idx), adj[j], rows[i].Reason)
-				rows[i].Decision = alert.Inconclusive
-			}
-		}
-	}
-}
-
-// divergence reports segments moving in opposite directions while the total is flat.
-func divergence(flag, metric, prop string, total evaluate.Output, segRows []Row, alpha float64) *Row {
-	for _, t := range total.Results {
-		if t.Decision == alert.Win || t.Decision == alert.Loss || t.Sequential == nil {
-			continue
-		}
-		var effects []stats.SegmentEffect
-		for _, r := range segRows {
-			if r.Variant == t.Variant && r.SE > 0 {
-				// r.P is already BH-adjusted across the segments; Divergence adjusts again,
-				// which only makes it more conservative.
-				effects = append(effects, stats.SegmentEffect{Value: r.Segment.ValueString(), Lift: r.Lift, SE: r.SE, P: r.P})
-			}
-		}
-		res := stats.Divergence(t.Sequential.P, effects, alpha)
-		if !res.Diverges {
-			continue
-		}
-		return &Row{Flag: flag, Metric: metric, Segment: &Segment{Property: prop}, Variant: t.Variant,
-			N: t.N, Lift: deref(t.Lift), Decision: alert.SegmentDivergence,
-			Reason: fmt.Sprintf("%s: up in %s, down in %s while the total is flat (lift %+.1f%%); %s",
-				prop, strings.Join(res.Up, ", "), strings.Join(res.Down, ", "), 100*deref(t.Lift), res.Reason)}
-	}
-	return nil
-}
-
-func subject(flag, metric string, seg *Segment, variant string) string {
-	s := ""
-	if seg != nil {
-		s = seg.Property
-		if seg.Value != nil {
-			s += "=" + *seg.Value
-		}
-	}
-	return flag + "|" + metric + "|" + s + "|" + variant
-}
-
-func (a *Analyzer) lookup() config.Lookup {
-	if a.Lookup != nil {
-		return a.Lookup
-	}
-	return os.LookupEnv
-}
-
-// ExposureDay is the pseudo segment property of exposure-day cohorts: the pass query
-// groups users by the UTC day of their first exposure, so the lift of each day's cohort
-// is a series the change detector can watch.
-const ExposureDay = "$exposure_day"
-
-// minShiftPoints is the fewest cohort days the detector looks at.
-const minShiftPoints = 5
-
-// shifts runs the CUSUM change detector over the lift of successive exposure-day
-// cohorts: a behaviour_shift row says from which cohort on the effect changed (a novelty
-// effect wearing off, a bug shipped to later users, a marketing campaign changing who
-// arrives).
-func (a *Analyzer) shifts(m *monitor, mp metricPlan, cells map[cellKey]*cell) []Row {
-	var days []string
-	for k := range cells {
-		if k.flag == m.flag.Key && k.segProp == ExposureDay && k.variant == m.variants[0] {
-			days = append(days, k.segValue)
-		}
-	}
-	if len(days) < minShiftPoints {
-		return nil
-	}
-	sort.Strings(days)
-	var rows []Row
-	for _, variant := range m.variants[1:] {
-		var points []stats.Point
-		var used []string
-		for _, d := range days {
-			_, out, ok := a.verdict(m, mp, cells, ExposureDay, d)
-			if !ok {
-				continue
-			}
-			for _, r := range out.Results {
-				if r.Variant == variant && r.Lift != nil && r.SE != nil && *r.SE > 0 && r.N >= int64(a.Monitors.Defaults.MinUsersPerVariant) {
-					points = append(points, stats.Point{Value: *r.Lift, SE: *r.SE})
-					used = append(used, d)
-				}
-			}
-		}
-		if len(points) < minShiftPoints {
-			continue
-		}
-		sh, err := stats.DetectShift(points, stats.ShiftConfig{})
-		if err != nil || !sh.Detected {
-			continue
-		}
-		dir := "rose"
-		if sh.Direction < 0 {
-			dir = "fell"
-		}
-		rows = append(rows, Row{Flag: m.flag.Key, Metric: mp.cfg.Name, Segment: &Segment{Property: ExposureDay},
-			Variant: variant, Decision: alert.BehaviourShift, Lift: points[len(points)-1].Value,
-			Reason: fmt.Sprintf("the lift of users first exposed from %s on %s (CUSUM over %d daily cohorts, in-control ARL %.0f days): %s",
-				used[max(sh.Start, 0)], dir, len(points), sh.ARL0, sh.Reason)})
-	}
-	return rows
 }

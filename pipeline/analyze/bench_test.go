@@ -650,7 +650,7 @@ func benchNewData(b *testing.B, ctx context.Context, conn store.Conn, d benchDat
 // benchSameCells checks the incremental state against a recomputation of every (flag,
 // user) over the same data.
 func benchSameCells(b *testing.B, ctx context.Context, a *Analyzer) {
-	infos, err := flagActivity(ctx, a.Conn)
+	infos, err := a.chStore().activity(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}

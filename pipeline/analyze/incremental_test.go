@@ -56,7 +56,7 @@ core_metrics:
 	check := func(what string) {
 		t.Helper()
 		p, _, ratioPairs := a.plan([]string{"checkout", "search"})
-		got, err := a.cells(ctx, p, ratioPairs, what)
+		got, err := a.chStore().cells(ctx, p, ratioPairs, what)
 		require.NoError(t, err, what)
 		want, err := p.run(ctx, conn, ratioPairs)
 		require.NoError(t, err, what)
@@ -112,7 +112,7 @@ core_metrics:
 		wg.Add(1)
 		r := *a // another process: `analyzer once` beside the service
 		r.Replica = fmt.Sprintf("overlap-%d", i)
-		go func() { defer wg.Done(); outs[i], errs[i] = r.cells(ctx, p, ratioPairs, r.Replica) }()
+		go func() { defer wg.Done(); outs[i], errs[i] = r.chStore().cells(ctx, p, ratioPairs, r.Replica) }()
 	}
 	wg.Wait()
 	for i := range outs {

@@ -1,7 +1,6 @@
 package analyze
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"sort"
@@ -77,9 +76,8 @@ func measureOf(x config.Measure, w time.Duration) measure {
 	return measure{kind: "count", event: x.Event, window: w}
 }
 
-func quote(s string) string {
-	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
-}
+// quote renders a value as a SQL literal (store.Quote: quotes, backslashes, newlines).
+func quote(s string) string { return store.Quote(s) }
 
 // assignmentBranches is how many parallel streams read the assignment state. Reading it
 // with FINAL merges each (flag, user)'s rows as they stream by, in key order, so memory
@@ -172,7 +170,11 @@ func (p *plan) pairs(ratioPairs [][2]int, touched string) pairsSQL {
 		cols := fmt.Sprintf("distinct_id, toUInt8(%d) AS e_k, ts_ms AS e_ts", k)
 		for j, pr := range propList {
 			if needs[[2]int{k, j}] {
-				cols += fmt.Sprintf(", visitParamExtractFloat(properties, %s) AS e_v%d", quote(pr), j)
+				// A value that is not finite (1e999 parses as +inf) or absurd becomes NaN
+				// here, and the measures below leave it out and count it: one bad event
+				// must not turn a whole metric into +inf.
+				x := fmt.Sprintf("visitParamExtractFloat(properties, %s)", quote(pr))
+				cols += fmt.Sprintf(", if(abs(%s) < %g, %s, nan) AS e_v%d", x, absurdValue, x, j)
 			} else {
 				cols += fmt.Sprintf(", toFloat64(0) AS e_v%d", j)
 			}
@@ -223,12 +225,13 @@ func (p *plan) pairs(ratioPairs [][2]int, touched string) pairsSQL {
 		switch m.kind {
 		case "sum":
 			v := fmt.Sprintf("u_v%d_%d", k, props[m.property])
-			fmt.Fprintf(&b, ",\n  arraySum((x_t, x_v) -> if(%s, x_v, 0), u_t%d, %s) AS m%d, arraySum((x_t, x_v) -> if(%s, x_v, 0), u_t%d, %s) AS q%d",
+			fmt.Fprintf(&b, ",\n  arraySum((x_t, x_v) -> if(%s AND isFinite(x_v), x_v, 0), u_t%d, %s) AS m%d, arraySum((x_t, x_v) -> if(%s AND isFinite(x_v), x_v, 0), u_t%d, %s) AS q%d",
 				in, k, v, i, inPre, k, v, i)
+			fmt.Fprintf(&b, ",\n  toFloat64(arrayCount((x_t, x_v) -> %s AND NOT isFinite(x_v), u_t%d, %s)) AS b%d", in, k, v, i)
 		case "conversion":
-			fmt.Fprintf(&b, ",\n  toFloat64(arrayExists(x_t -> %s, u_t%d)) AS m%d, toFloat64(arrayExists(x_t -> %s, u_t%d)) AS q%d", in, k, i, inPre, k, i)
+			fmt.Fprintf(&b, ",\n  toFloat64(arrayExists(x_t -> %s, u_t%d)) AS m%d, toFloat64(arrayExists(x_t -> %s, u_t%d)) AS q%d, toFloat64(0) AS b%d", in, k, i, inPre, k, i, i)
 		default:
-			fmt.Fprintf(&b, ",\n  toFloat64(arrayCount(x_t -> %s, u_t%d)) AS m%d, toFloat64(arrayCount(x_t -> %s, u_t%d)) AS q%d", in, k, i, inPre, k, i)
+			fmt.Fprintf(&b, ",\n  toFloat64(arrayCount(x_t -> %s, u_t%d)) AS m%d, toFloat64(arrayCount(x_t -> %s, u_t%d)) AS q%d, toFloat64(0) AS b%d", in, k, i, inPre, k, i, i)
 		}
 	}
 	for i, rp := range ratioPairs {
@@ -286,6 +289,9 @@ func (p *plan) groupedSQL(ratioPairs [][2]int) string {
 	for i := range ratioPairs {
 		fmt.Fprintf(&b, ", sum(s_r%d)", i)
 	}
+	for i := range p.measures {
+		fmt.Fprintf(&b, ", sum(s_b%d)", i)
+	}
 	// count(a_first), not count(): 18.16 prunes a subquery's columns that the query
 	// above does not name, and does not see names captured by lambdas, so a_first must be
 	// named here or the measures below lose it.
@@ -296,6 +302,9 @@ func (p *plan) groupedSQL(ratioPairs [][2]int) string {
 	}
 	for i := range ratioPairs {
 		fmt.Fprintf(&b, ", sum(r%d) AS s_r%d", i, i)
+	}
+	for i := range p.measures {
+		fmt.Fprintf(&b, ", sum(b%d) AS s_b%d", i, i)
 	}
 	b.WriteString("\n  FROM (\n" + ps.sql + "\n  )\n")
 	b.WriteString("  GROUP BY " + ps.keys + "\n)\nARRAY JOIN [" + strings.Join(ps.segTuples, ", ") + "] AS seg\n")
@@ -315,38 +324,27 @@ type cell struct {
 	n      uint64
 	m      []moments
 	ratios []float64 // Σx·y per ratio pair
+	// bad counts, per measure, the property values in the window left out as not
+	// finite or absurd (sum measures only).
+	bad []float64
 }
+
+// excluded is how many property values metric mp's measures left out in this cell.
+func (c *cell) excluded(mp metricPlan) float64 {
+	var n float64
+	for _, i := range []int{mp.num, mp.den} {
+		if i >= 0 && i < len(c.bad) {
+			n += c.bad[i]
+		}
+	}
+	return n
+}
+
+// absurdValue bounds a summed property: beyond it a value is a bug or an attack
+// (revenue of 10¹⁵ per event), and one such value would own every sum it enters.
+const absurdValue = 1e15
 
 type cellKey struct{ flag, variant, segProp, segValue string }
-
-// run executes the pass query and returns its cells.
-func (p *plan) run(ctx context.Context, conn store.Conn, ratioPairs [][2]int) (map[cellKey]*cell, error) {
-	if len(p.measures) == 0 {
-		return map[cellKey]*cell{}, nil
-	}
-	rows, err := conn.Query(ctx, p.groupedSQL(ratioPairs))
-	if err != nil {
-		return nil, fmt.Errorf("query cohort statistics: %w", err)
-	}
-	defer rows.Close()
-	out := map[cellKey]*cell{}
-	for rows.Next() {
-		var k cellKey
-		c := &cell{m: make([]moments, len(p.measures)), ratios: make([]float64, len(ratioPairs))}
-		dest := []any{&k.flag, &k.variant, &k.segProp, &k.segValue, &c.n}
-		for i := range c.m {
-			dest = append(dest, &c.m[i].sum, &c.m[i].sumSq, &c.m[i].pre, &c.m[i].preSq, &c.m[i].cross)
-		}
-		for i := range c.ratios {
-			dest = append(dest, &c.ratios[i])
-		}
-		if err := rows.Scan(dest...); err != nil {
-			return nil, fmt.Errorf("scan cohort statistics: %w", err)
-		}
-		out[k] = c
-	}
-	return out, rows.Err()
-}
 
 // flagInfo is what a pass knows of each flag besides its metrics.
 type flagInfo struct {
@@ -355,26 +353,6 @@ type flagInfo struct {
 	// variants are the variants of the flag's users who saw exactly one, in name order,
 	// from the pass query's cells.
 	variants []string
-}
-
-// flagActivity reads every exposed flag's first and last exposure from flag_activity, a
-// few rows per flag kept by a materialized view over exposures.
-func flagActivity(ctx context.Context, conn store.Conn) (map[string]*flagInfo, error) {
-	rows, err := conn.Query(ctx, "SELECT flag, minMerge(first_state), maxMerge(last_state) FROM flag_activity GROUP BY flag")
-	if err != nil {
-		return nil, fmt.Errorf("query flag activity: %w", err)
-	}
-	defer rows.Close()
-	out := map[string]*flagInfo{}
-	for rows.Next() {
-		var f string
-		fi := &flagInfo{}
-		if err := rows.Scan(&f, &fi.firstMs, &fi.lastMs); err != nil {
-			return nil, fmt.Errorf("scan flag activity: %w", err)
-		}
-		out[f] = fi
-	}
-	return out, rows.Err()
 }
 
 // addVariants fills infos' variants and $multiple counts from the whole-flag cells of a

@@ -2,7 +2,6 @@ package analyze
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"hash/fnv"
@@ -11,11 +10,10 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/robfig/cron/v3"
 	"github.com/segmentio/encoding/json"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -23,6 +21,7 @@ import (
 	"github.com/flagwatch/flagwatch/pipeline/alert"
 	"github.com/flagwatch/flagwatch/pipeline/broker"
 	"github.com/flagwatch/flagwatch/pipeline/config"
+	"github.com/flagwatch/flagwatch/pipeline/ops"
 	"github.com/flagwatch/flagwatch/pipeline/store"
 )
 
@@ -46,6 +45,20 @@ type Options struct {
 	Now func() time.Time
 	// Lookup reads rollback secrets; os.LookupEnv when nil.
 	Lookup config.Lookup
+	// ConnectWait bounds how long `once` waits for ClickHouse and Kafka at start (run
+	// waits as long as it takes, saying so on /healthz and in a log line per retry).
+	ConnectWait time.Duration
+	// UnhealthyAfter is how long passes (or their leases) may keep failing before
+	// /healthz reports the analyzer unhealthy.
+	UnhealthyAfter time.Duration
+	// PublicURL is where the flag pages are reachable; alerts link there.
+	PublicURL string
+	// Mount, when set, adds handlers (the flag pages) to the HTTP server of run.
+	Mount func(mux *http.ServeMux, conn store.Conn, mons *config.Monitors)
+	// Health, when set, is the health the service reports to (tests read it).
+	Health *ops.Health
+	// OnListen is called with the HTTP server's address once it listens.
+	OnListen func(addr string)
 }
 
 // RegisterFlags binds the options to flags (also read from FLAGWATCH_* variables).
@@ -62,10 +75,14 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Replica, "replica-id", host+"-"+strconv.Itoa(os.Getpid()), "this replica's name in pass leases")
 	fs.BoolVar(&o.RecomputeAll, "recompute-all", false, "every pass recomputes every (flag, user) instead of only the users with new data")
 	fs.DurationVar(&o.RebuildEvery, "rebuild-every", 24*time.Hour, "rebuild the incremental state from all data once it is this old (0: only when the monitors change)")
+	fs.DurationVar(&o.ConnectWait, "connect-wait", 2*time.Minute, "once: give up if ClickHouse or Kafka do not answer within this long (run waits, reporting on /healthz)")
+	fs.DurationVar(&o.UnhealthyAfter, "unhealthy-after", 30*time.Minute, "run: /healthz fails once passes have failed for this long")
+	fs.StringVar(&o.PublicURL, "public-url", "", "where the flag pages are reachable (https://flagwatch.example.com); alerts link to them")
 }
 
 // Run loads the monitors (failing on a bad file), then runs passes on the schedule, or
-// one pass with Once.
+// one pass with Once. With run, /metrics and /healthz answer from the start, while the
+// analyzer still waits for ClickHouse and Kafka.
 func Run(ctx context.Context, o Options) error {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -76,11 +93,37 @@ func Run(ctx context.Context, o Options) error {
 	if o.AlertsTopic == "" {
 		o.AlertsTopic = broker.AlertsTopic
 	}
+	if o.UnhealthyAfter <= 0 {
+		o.UnhealthyAfter = 30 * time.Minute
+	}
 	mons, err := config.Load(o.ConfigPath)
 	if err != nil {
 		return err
 	}
-	conn, err := store.Open(ctx, o.ClickHouseDSN)
+	health := o.Health
+	if health == nil {
+		health = &ops.Health{}
+	}
+	var wait time.Duration
+	var m *serviceMetrics
+	var srv *ops.Server
+	if o.Once {
+		wait = o.ConnectWait
+	} else {
+		reg := prometheus.NewRegistry()
+		m = newServiceMetrics(reg)
+		health.Grace(passesComponent, o.UnhealthyAfter)
+		if o.ListenAddr != "" {
+			if srv, err = ops.Serve(ctx, o.ListenAddr, reg, health, o.Logger); err != nil {
+				return err
+			}
+			defer srv.Close()
+			if o.OnListen != nil {
+				o.OnListen(srv.Addr.String())
+			}
+		}
+	}
+	conn, err := store.Open(ctx, o.ClickHouseDSN, store.WithLogger(o.Logger), store.WithHealth(health), store.WithMaxWait(wait))
 	if err != nil {
 		return err
 	}
@@ -94,7 +137,7 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("kafka client: %w", err)
 	}
 	defer cl.Close()
-	if err := broker.WaitReachable(ctx, cl); err != nil {
+	if err := broker.Wait(ctx, cl, broker.WaitOptions{Log: o.Logger, Health: health, Max: wait, Brokers: o.Brokers}); err != nil {
 		return err
 	}
 	if err := broker.EnsureTopics(ctx, cl, 3, o.AlertsTopic); err != nil {
@@ -102,7 +145,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	a := &Analyzer{Conn: conn, Monitors: mons, Emitter: kafkaEmitter{cl}, Logger: o.Logger, Now: o.Now,
 		RepeatCritical: o.RepeatCritical, Lookup: o.Lookup, Replica: o.Replica,
-		RecomputeAll: o.RecomputeAll, RebuildEvery: o.RebuildEvery}
+		RecomputeAll: o.RecomputeAll, RebuildEvery: o.RebuildEvery, PublicURL: o.PublicURL}
 	if o.Once {
 		pass, err := a.Run(ctx)
 		if err != nil {
@@ -110,7 +153,10 @@ func Run(ctx context.Context, o Options) error {
 		}
 		return writeRows(o.Stdout, pass.Rows)
 	}
-	return schedule(ctx, o, a)
+	if srv != nil && o.Mount != nil {
+		o.Mount(srv.Mux, conn, mons)
+	}
+	return schedule(ctx, o, a, m, health)
 }
 
 func writeRows(w io.Writer, rows []Row) error {
@@ -148,11 +194,10 @@ type serviceMetrics struct {
 	skipped  prometheus.Counter
 }
 
-func schedule(ctx context.Context, o Options, a *Analyzer) error {
-	reg := prometheus.NewRegistry()
-	m := serviceMetrics{
+func newServiceMetrics(reg prometheus.Registerer) *serviceMetrics {
+	m := &serviceMetrics{
 		passes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flagwatch_analyzer_passes_total",
-			Help: "Analysis passes by outcome."}, []string{"outcome"}),
+			Help: "Analysis passes by outcome (ok, error, lease_error)."}, []string{"outcome"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "flagwatch_analyzer_pass_seconds",
 			Help: "Duration of one analysis pass.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 14)}),
 		alerts: prometheus.NewCounter(prometheus.CounterOpts{Name: "flagwatch_analyzer_alerts_total",
@@ -160,46 +205,36 @@ func schedule(ctx context.Context, o Options, a *Analyzer) error {
 		skipped: prometheus.NewCounter(prometheus.CounterOpts{Name: "flagwatch_analyzer_passes_skipped_total",
 			Help: "Scheduled passes another replica held the lease for."}),
 	}
-	reg.MustRegister(m.passes, m.duration, m.alerts, m.skipped)
-	var healthMu sync.Mutex
-	var lastErr error
-	if o.ListenAddr != "" {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-			healthMu.Lock()
-			defer healthMu.Unlock()
-			if lastErr != nil {
-				http.Error(w, lastErr.Error(), http.StatusServiceUnavailable)
-				return
-			}
-			_, _ = w.Write([]byte("ok\n"))
-		})
-		srv := &http.Server{Addr: o.ListenAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				o.Logger.Error("metrics server", "err", err)
-			}
-		}()
-		defer srv.Close()
-	}
+	reg.MustRegister(m.passes, m.duration, m.alerts, m.skipped,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// passesComponent is the health component of scheduled passes and their leases.
+const passesComponent = "passes"
+
+func schedule(ctx context.Context, o Options, a *Analyzer, m *serviceMetrics, health *ops.Health) error {
+	// Until the first pass has run, the passes are not known to work.
+	health.Waiting(passesComponent, "the first pass")
 	pass := func() {
 		slot := a.now().UTC().Truncate(time.Minute).Format(time.RFC3339)
 		ok, err := Lease(ctx, a.Conn, slot, a.Replica, a.now())
 		if err != nil {
-			o.Logger.Warn("pass lease failed", "err", err)
+			m.passes.WithLabelValues("lease_error").Inc()
+			health.Report(passesComponent, fmt.Errorf("pass lease: %w", err))
+			o.Logger.Error("pass lease failed; no pass in this slot", "slot", slot, "err", err)
 			return
 		}
 		if !ok {
 			m.skipped.Inc()
+			// Another replica runs this slot; the lease worked, so ClickHouse answers.
+			health.Report(passesComponent, nil)
 			return
 		}
 		start := time.Now()
 		p, err := a.Run(ctx)
 		m.duration.Observe(time.Since(start).Seconds())
-		healthMu.Lock()
-		lastErr = err
-		healthMu.Unlock()
+		health.Report(passesComponent, err)
 		if err != nil {
 			m.passes.WithLabelValues("error").Inc()
 			o.Logger.Error("analysis pass failed", "err", err)
@@ -207,7 +242,7 @@ func schedule(ctx context.Context, o Options, a *Analyzer) error {
 		}
 		m.passes.WithLabelValues("ok").Inc()
 		m.alerts.Add(float64(len(p.Alerts)))
-		o.Logger.Info("analysis pass", "rows", len(p.Rows), "alerts", len(p.Alerts), "seconds", time.Since(start).Seconds())
+		o.Logger.Info("analysis pass", "rows", len(p.Rows), "alerts", len(p.Alerts), "took", time.Since(start).Round(time.Millisecond).String())
 	}
 	c := cron.New()
 	if _, err := c.AddFunc(o.Schedule, pass); err != nil {

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -18,6 +19,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/flagwatch/flagwatch/pipeline/ops"
+	"github.com/flagwatch/flagwatch/pipeline/retry"
 )
 
 // Default topics.
@@ -100,19 +104,46 @@ func (e *Embedded) Close() { e.cluster.Close() }
 // WaitReachable pings seeds until a metadata request succeeds or ctx ends; services call
 // it at start-up so a broker that is still booting is waited for, not reported as fatal.
 func WaitReachable(ctx context.Context, cl *kgo.Client) error {
-	backoff := 100 * time.Millisecond
-	for {
-		err := cl.Ping(ctx)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("kafka not reachable: %w", err)
-		case <-time.After(backoff):
-		}
-		if backoff < 2*time.Second {
-			backoff *= 2
-		}
+	return Wait(ctx, cl, WaitOptions{})
+}
+
+// WaitOptions say how Wait reports and how long it waits.
+type WaitOptions struct {
+	// Log gets one line per failed attempt, with the reason and the next wait.
+	Log *slog.Logger
+	// Health, when set, says "kafka: waiting: …" until the broker answers.
+	Health *ops.Health
+	// Max gives up after this long (0: only ctx ends the wait).
+	Max time.Duration
+	// Brokers name the seeds in logs and health.
+	Brokers []string
+}
+
+// HealthComponent is the name Wait reports under in an ops.Health.
+const HealthComponent = "kafka"
+
+// Wait pings the seeds until a metadata request succeeds, logging every failed attempt
+// and reporting the wait to Health, until ctx ends or Max has passed.
+func Wait(ctx context.Context, cl *kgo.Client, o WaitOptions) error {
+	where := "Kafka"
+	if len(o.Brokers) > 0 {
+		where = "Kafka at " + strings.Join(o.Brokers, ",")
 	}
+	err := retry.Do(ctx, o.Log, "connecting to "+where, retry.Policy{Initial: 200 * time.Millisecond, Max: 5 * time.Second, Elapsed: o.Max},
+		func(ctx context.Context) error {
+			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			err := cl.Ping(pctx)
+			if err != nil && o.Health != nil {
+				o.Health.Waiting(HealthComponent, fmt.Sprintf("%s: %v", where, err))
+			}
+			return err
+		})
+	if err != nil {
+		return fmt.Errorf("%s not reachable: %w", where, err)
+	}
+	if o.Health != nil {
+		o.Health.Report(HealthComponent, nil)
+	}
+	return nil
 }

@@ -1,0 +1,388 @@
+package analyze
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/segmentio/encoding/json"
+
+	"github.com/flagwatch/flagwatch/pipeline/store"
+)
+
+// chStore is the ClickHouse side of a pass: the reads of passReader and the writes of
+// passWriter, as SQL that runs on ClickHouse 18.16 and on current releases (the pass
+// query itself is built in query.go and incremental.go).
+type chStore struct {
+	conn         store.Conn
+	replica      string
+	log          *slog.Logger
+	recomputeAll bool
+	rebuildEvery time.Duration
+}
+
+// activity reads every exposed flag's first and last exposure from flag_activity, a
+// few rows per flag kept by a materialized view over exposures.
+func (s *chStore) activity(ctx context.Context) (map[string]*flagInfo, error) {
+	conn := s.conn
+	rows, err := conn.Query(ctx, "SELECT flag, minMerge(first_state), maxMerge(last_state) FROM flag_activity GROUP BY flag")
+	if err != nil {
+		return nil, fmt.Errorf("query flag activity: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]*flagInfo{}
+	for rows.Next() {
+		var f string
+		fi := &flagInfo{}
+		if err := rows.Scan(&f, &fi.firstMs, &fi.lastMs); err != nil {
+			return nil, fmt.Errorf("scan flag activity: %w", err)
+		}
+		out[f] = fi
+	}
+	return out, rows.Err()
+}
+
+// run executes the pass query and returns its cells.
+func (p *plan) run(ctx context.Context, conn store.Conn, ratioPairs [][2]int) (map[cellKey]*cell, error) {
+	if len(p.measures) == 0 {
+		return map[cellKey]*cell{}, nil
+	}
+	rows, err := conn.Query(ctx, p.groupedSQL(ratioPairs))
+	if err != nil {
+		return nil, fmt.Errorf("query cohort statistics: %w", err)
+	}
+	defer rows.Close()
+	out := map[cellKey]*cell{}
+	for rows.Next() {
+		var k cellKey
+		c := &cell{m: make([]moments, len(p.measures)), ratios: make([]float64, len(ratioPairs)), bad: make([]float64, len(p.measures))}
+		dest := []any{&k.flag, &k.variant, &k.segProp, &k.segValue, &c.n}
+		for i := range c.m {
+			dest = append(dest, &c.m[i].sum, &c.m[i].sumSq, &c.m[i].pre, &c.m[i].preSq, &c.m[i].cross)
+		}
+		for i := range c.ratios {
+			dest = append(dest, &c.ratios[i])
+		}
+		for i := range c.bad {
+			dest = append(dest, &c.bad[i])
+		}
+		if err := rows.Scan(dest...); err != nil {
+			return nil, fmt.Errorf("scan cohort statistics: %w", err)
+		}
+		out[k] = c
+	}
+	return out, rows.Err()
+}
+
+// history reads alert_log once per pass: latches, dedup and rollbacks from one query.
+func (s *chStore) history(ctx context.Context) (*history, error) {
+	rows, err := s.conn.Query(ctx, `SELECT dedup_key, subject, argMax(decision, emitted_ms), argMax(severity, emitted_ms),
+		max(emitted_ms), max(rollback LIKE '%"status":"ok"%') FROM alert_log GROUP BY dedup_key, subject`)
+	if err != nil {
+		return nil, fmt.Errorf("read alert log: %w", err)
+	}
+	defer rows.Close()
+	h := &history{latched: map[string]string{}, emitted: map[string]logged{}, rolledBack: map[string]bool{}}
+	latchedAt := map[string]int64{}
+	for rows.Next() {
+		var key, subj, decision, severity string
+		var at int64
+		var ok uint8
+		if err := rows.Scan(&key, &subj, &decision, &severity, &at, &ok); err != nil {
+			return nil, fmt.Errorf("scan alert log: %w", err)
+		}
+		if prev, seen := h.emitted[key]; !seen || at > prev.emittedMs {
+			h.emitted[key] = logged{emittedMs: at, severity: severity}
+		}
+		if latching[decision] && at >= latchedAt[subj] {
+			h.latched[subj], latchedAt[subj] = decision, at
+		}
+		if ok == 1 {
+			flag, _, _ := strings.Cut(subj, "|")
+			h.rolledBack[flag] = true
+		}
+	}
+	return h, rows.Err()
+}
+
+// recordResults appends the pass's rows, and its cohort rows, to the history.
+func (s *chStore) recordResults(ctx context.Context, pass *Pass) error {
+	if len(pass.Rows)+len(pass.Cohorts) == 0 {
+		return nil
+	}
+	b, err := s.conn.PrepareBatch(ctx, `INSERT INTO analysis_results (pass_time, pass_id, flag, metric,
+		segment_property, segment_value, variant, n, control_n, mean, control_mean, lift, se, ci_low, ci_high,
+		p, chance_to_win, cuped, decision, reason)`)
+	if err != nil {
+		return fmt.Errorf("prepare results insert: %w", err)
+	}
+	for _, r := range slices.Concat(pass.Rows, pass.Cohorts) {
+		var sp, sv string
+		if r.Segment != nil {
+			sp, sv = r.Segment.Property, r.Segment.ValueString()
+		}
+		var cuped uint8
+		if r.CUPED {
+			cuped = 1
+		}
+		if err := b.Append(pass.Time.UTC(), pass.ID, r.Flag, r.Metric, sp, sv, r.Variant, uint64(max(r.N, 0)),
+			uint64(max(r.ControlN, 0)), finite(r.Mean), finite(r.ControlMean), finite(r.Lift), finite(r.SE),
+			finite(r.CI[0]), finite(r.CI[1]), finite(r.P), finite(r.ChanceToWin), cuped, r.Decision, r.Reason); err != nil {
+			_ = b.Abort()
+			return fmt.Errorf("append result row: %w", err)
+		}
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("insert results batch: %w", err)
+	}
+	return nil
+}
+
+func finite(x float64) float64 {
+	if math.IsNaN(x) || math.IsInf(x, 0) {
+		return 0
+	}
+	return x
+}
+
+// recordAlerts appends what the pass emitted to the alert log, one row per finding, after
+// the broker acknowledged it: the next pass's history (dedup, latches, rollbacks).
+func (s *chStore) recordAlerts(ctx context.Context, pass *Pass, emitted []emittedFinding) error {
+	if len(emitted) == 0 {
+		return nil
+	}
+	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO alert_log (dedup_key, subject, decision, severity, emitted_ms, pass_id, rollback)")
+	if err != nil {
+		return fmt.Errorf("prepare alert log insert: %w", err)
+	}
+	for _, e := range emitted {
+		var rb string
+		if e.rollback != nil {
+			j, _ := json.Marshal(e.rollback)
+			rb = string(j)
+		}
+		if err := b.Append(e.dedupKey, e.subject, e.decision, e.severity, pass.Time.UnixMilli(), pass.ID, rb); err != nil {
+			_ = b.Abort()
+			return fmt.Errorf("append alert log: %w", err)
+		}
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("insert alert log: %w", err)
+	}
+	return nil
+}
+
+func currentGeneration(ctx context.Context, conn store.Conn, planID uint64) (*generation, error) {
+	rows, err := conn.Query(ctx, fmt.Sprintf(`SELECT gen, built_ms, max(watermark) AS w FROM analysis_generations
+		WHERE plan = %d GROUP BY gen, built_ms HAVING w > toDateTime(0) ORDER BY built_ms DESC LIMIT 1`, planID))
+	if err != nil {
+		return nil, fmt.Errorf("read generation: %w", err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		return nil, rows.Err()
+	}
+	g := &generation{}
+	if err := rows.Scan(&g.gen, &g.builtMs, &g.watermark); err != nil {
+		return nil, fmt.Errorf("scan generation: %w", err)
+	}
+	return g, rows.Err()
+}
+
+func recordGeneration(ctx context.Context, conn store.Conn, planID uint64, g *generation, passID string) error {
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO analysis_generations (plan, gen, built_ms, watermark, pass_id)")
+	if err != nil {
+		return fmt.Errorf("prepare generation: %w", err)
+	}
+	if err := b.Append(planID, g.gen, g.builtMs, g.watermark, passID); err != nil {
+		return fmt.Errorf("append generation: %w", err)
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("record generation: %w", err)
+	}
+	return nil
+}
+
+// cells returns a pass's cells: recomputed from every (flag, user) when the analyzer is
+// set to, else from the plan's generation, built if there is none (or it is older than
+// RebuildEvery) and otherwise brought up to date with the users touched since its
+// watermark.
+func (s *chStore) cells(ctx context.Context, p *plan, ratioPairs [][2]int, passID string) (map[cellKey]*cell, error) {
+	if s.recomputeAll || len(p.measures) == 0 {
+		return p.run(ctx, s.conn, ratioPairs)
+	}
+	planID := p.id(ratioPairs)
+	var now time.Time
+	if err := s.conn.QueryRow(ctx, "SELECT now()").Scan(&now); err != nil {
+		return nil, fmt.Errorf("read server time: %w", err)
+	}
+	g, err := currentGeneration(ctx, s.conn, planID)
+	if err != nil {
+		return nil, err
+	}
+	rebuild := g == nil || (s.rebuildEvery > 0 && now.Sub(time.UnixMilli(g.builtMs)) >= s.rebuildEvery)
+	// One writer at a time: two passes applying the same users' rows would count them
+	// twice until those users are touched again. The scheduled passes already hold a
+	// slot lease; this one also covers `analyzer once` and a pass that outlives its slot.
+	// The key expires with its ten-minute bucket, so a writer that died does not block
+	// the next. A pass that loses it recomputes from scratch rather than read cells
+	// mid-update.
+	key := fmt.Sprintf("contributions-%d-%d", planID, now.Unix()/600)
+	if !rebuild {
+		key = fmt.Sprintf("contributions-%d-%d-%d", g.gen, g.watermark.Unix(), now.Unix()/600)
+	}
+	ok, err := Lease(ctx, s.conn, key, s.replica, now)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		s.log.Info("another pass is updating the incremental state; this one recomputes every (flag, user)")
+		return p.run(ctx, s.conn, ratioPairs)
+	}
+	if rebuild {
+		if g, err = s.buildGeneration(ctx, p, ratioPairs, planID, now, passID); err != nil {
+			return nil, err
+		}
+	} else {
+		touched := fmt.Sprintf("touched_users WHERE at >= toDateTime(%d)", g.watermark.Add(-touchMargin).Unix())
+		if err := s.conn.Exec(ctx, p.contributionsSQL(ratioPairs, g.gen, touched)); err != nil {
+			return nil, fmt.Errorf("update contributions: %w", err)
+		}
+		g.watermark = now
+		if err := recordGeneration(ctx, s.conn, planID, g, passID); err != nil {
+			return nil, err
+		}
+	}
+	s.trimTouched(ctx, now)
+	return readCells(ctx, s.conn, g.gen, len(p.measures), len(ratioPairs))
+}
+
+// trimTouched drops the days of touched_users before yesterday: passes read it back to
+// their last watermark minus touchMargin, minutes ago. Dropping a partition is a metadata
+// change, cheap enough for every pass.
+func (s *chStore) trimTouched(ctx context.Context, now time.Time) {
+	rows, err := s.conn.Query(ctx, fmt.Sprintf(`SELECT DISTINCT partition FROM system.parts
+		WHERE database = currentDatabase() AND table = 'touched_users' AND active AND partition < '%s'`,
+		now.UTC().Add(-48*time.Hour).Format("20060102")))
+	if err != nil {
+		s.log.Warn("list touched_users partitions", "err", err)
+		return
+	}
+	var old []string
+	for rows.Next() {
+		var p string
+		if err := rows.Scan(&p); err == nil {
+			old = append(old, p)
+		}
+	}
+	rows.Close()
+	for _, p := range old {
+		if err := s.conn.Exec(ctx, "ALTER TABLE touched_users DROP PARTITION "+p); err != nil {
+			s.log.Warn("drop a touched_users partition", "partition", p, "err", err) // space, not correctness
+		}
+	}
+}
+
+// buildGeneration makes a new generation from every (flag, user) and drops the plan's older ones.
+// Its watermark is the server time before the build read anything, so the next pass
+// recomputes whoever the build might have missed.
+func (s *chStore) buildGeneration(ctx context.Context, p *plan, ratioPairs [][2]int, planID uint64, now time.Time, passID string) (*generation, error) {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%d|%d|%s", planID, now.UnixNano(), s.replica)
+	g := &generation{gen: h.Sum64() >> 1, builtMs: now.UnixMilli(), watermark: time.Unix(0, 0)}
+	// Recorded with a zero watermark first: a build that dies half-way is known, and
+	// the next build drops its partition.
+	if err := recordGeneration(ctx, s.conn, planID, g, passID); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	if err := s.conn.Exec(ctx, p.contributionsSQL(ratioPairs, g.gen, "")); err != nil {
+		return nil, fmt.Errorf("build contributions: %w", err)
+	}
+	g.watermark = now
+	if err := recordGeneration(ctx, s.conn, planID, g, passID); err != nil {
+		return nil, err
+	}
+	s.log.Info("built a new generation of contributions", "plan", planID, "gen", g.gen, "took", time.Since(start).Round(time.Millisecond))
+	rows, err := s.conn.Query(ctx, fmt.Sprintf("SELECT DISTINCT gen FROM analysis_generations WHERE plan = %d AND gen != %d AND built_ms <= %d",
+		planID, g.gen, g.builtMs))
+	if err != nil {
+		return nil, fmt.Errorf("list old generations: %w", err)
+	}
+	var old []uint64
+	for rows.Next() {
+		var x uint64
+		if err := rows.Scan(&x); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("scan old generations: %w", err)
+		}
+		old = append(old, x)
+	}
+	rows.Close()
+	for _, x := range old {
+		for _, t := range []string{"contributions", "cell_sums"} {
+			if err := s.conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s DROP PARTITION %d", t, x)); err != nil {
+				// Space, not correctness: the old rows are never read again.
+				s.log.Warn("drop an old generation", "table", t, "gen", x, "err", err)
+			}
+		}
+	}
+	return g, nil
+}
+
+// readCells reads generation gen's cells; each cell's summed terms are, per measure, Σx,
+// Σx², Σq, Σq², Σx·q, then each ratio pair's Σx·y (see contributionsSQL).
+func readCells(ctx context.Context, conn store.Conn, gen uint64, measures, ratios int) (map[cellKey]*cell, error) {
+	rows, err := conn.Query(ctx, fmt.Sprintf(`SELECT flag, variant, seg_prop, seg_value, sumMerge(n_state) AS n, sumForEachMerge(s_state)
+		FROM cell_sums WHERE gen = %d GROUP BY flag, variant, seg_prop, seg_value HAVING n > 0`, gen))
+	if err != nil {
+		return nil, fmt.Errorf("query cells: %w", err)
+	}
+	defer rows.Close()
+	out := map[cellKey]*cell{}
+	for rows.Next() {
+		var k cellKey
+		var n int64
+		var s []float64
+		if err := rows.Scan(&k.flag, &k.variant, &k.segProp, &k.segValue, &n, &s); err != nil {
+			return nil, fmt.Errorf("scan cells: %w", err)
+		}
+		c := &cell{n: uint64(n), m: make([]moments, measures), ratios: make([]float64, ratios), bad: make([]float64, measures)}
+		for i := range c.m {
+			c.m[i] = moments{sum: at(s, 5*i), sumSq: at(s, 5*i+1), pre: at(s, 5*i+2), preSq: at(s, 5*i+3), cross: at(s, 5*i+4)}
+		}
+		for i := range c.ratios {
+			c.ratios[i] = at(s, 5*measures+i)
+		}
+		for i := range c.bad {
+			c.bad[i] = at(s, 5*measures+ratios+i)
+		}
+		out[k] = c
+	}
+	return out, rows.Err()
+}
+
+// Lease claims a pass slot for this replica; false means another replica has it.
+func Lease(ctx context.Context, conn store.Conn, slot, replica string, now time.Time) (bool, error) {
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO analyzer_leases (slot, replica, leased_ms)")
+	if err != nil {
+		return false, fmt.Errorf("prepare lease: %w", err)
+	}
+	if err := b.Append(slot, replica, now.UnixMilli()); err != nil {
+		return false, fmt.Errorf("append lease: %w", err)
+	}
+	if err := b.Send(); err != nil {
+		return false, fmt.Errorf("insert lease: %w", err)
+	}
+	var holder string
+	q := "SELECT replica FROM (SELECT " + quote(slot) + " AS slot) AS s ANY LEFT JOIN analyzer_leases USING slot"
+	if err := conn.QueryRow(ctx, q).Scan(&holder); err != nil {
+		return false, fmt.Errorf("read lease: %w", err)
+	}
+	return holder == replica, nil
+}
