@@ -25,8 +25,9 @@ Usage:
 
 Slack credentials: SLACK_BOT_TOKEN (threads, updates, the digest chart) or
 SLACK_WEBHOOK_URL, or files named by SLACK_BOT_TOKEN_FILE / SLACK_WEBHOOK_URL_FILE;
-neither is needed with --dry-run. Every flag may also be set in the environment variable
-shown with it; a flag on the command line wins.
+neither is needed with --dry-run, which prints each message as a person would read it
+(and, with --dry-run-json FILE, writes its Block Kit JSON there). Every flag may also
+be set in the environment variable shown with it; a flag on the command line wins.
 
 Flags:
 `
@@ -43,10 +44,19 @@ func main() {
 	opts.RegisterFlags(fs)
 	token, webhook := config.SlackBotToken(fs), config.SlackWebhookURL(fs)
 	now := fs.Bool("now", false, "digest: send the digest immediately")
+	dryJSON := fs.String("dry-run-json", "", "with --dry-run, also write each message's Block Kit JSON to this `file` (one object per line)")
 	if err := config.ParseFlags(fs, args, os.LookupEnv); err != nil {
 		fail(err)
 	}
-	opts.SlackToken, opts.SlackWebhookURL = notify.Secret(token.Reveal()), notify.Secret(webhook.Reveal())
+	if *dryJSON != "" {
+		f, err := os.Create(*dryJSON)
+		if err != nil {
+			fail(fmt.Errorf("dry-run-json: %w", err))
+		}
+		defer f.Close()
+		opts.DryRunJSON = f
+	}
+	opts.SlackToken, opts.SlackWebhookURL = *token, *webhook
 	opts.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
