@@ -148,26 +148,37 @@ func versus(f alert.Finding) string {
 }
 
 // segmentLine is a finding's per-segment lifts: "GB −67% [−80%, −54%] · IN +36% [+21%,
-// +51%]; total +5% (inconclusive)". withCI drops the intervals for compact lines.
+// +51%]; total +5% (inconclusive)", grouped by property when the finding is not about one
+// ("$geoip_country_code: GB −73% · IN +46%; plan: free +8%"). withCI false drops the
+// intervals for compact lines.
 func segmentLine(f alert.Finding, withCI bool) string {
 	effs := segmentEffects(f.Numbers)
-	var parts []string
+	own := f.Segment != nil && f.Segment.Value == nil
+	byProp := map[string][]string{}
+	var props []string
 	for i, s := range effs {
 		if i == maxSegments {
-			parts = append(parts, fmt.Sprintf("…and %d more", len(effs)-maxSegments))
+			byProp[props[len(props)-1]] = append(byProp[props[len(props)-1]], fmt.Sprintf("…and %d more", len(effs)-maxSegments))
 			break
-		}
-		name := Escape(s.Value)
-		if f.Segment == nil || f.Segment.Property != s.Property {
-			name = Escape(s.Property + " = " + s.Value)
 		}
 		l := Percent(s.Lift)
 		if withCI {
 			l = LiftInterval(s.Lift, s.CI)
 		}
-		parts = append(parts, name+" "+l)
+		if _, ok := byProp[s.Property]; !ok {
+			props = append(props, s.Property)
+		}
+		byProp[s.Property] = append(byProp[s.Property], Escape(s.Value)+" "+l)
 	}
-	line := strings.Join(parts, " · ")
+	var groups []string
+	for _, p := range props {
+		g := strings.Join(byProp[p], " · ")
+		if !own || p != f.Segment.Property {
+			g = Escape(p) + ": " + g
+		}
+		groups = append(groups, g)
+	}
+	line := strings.Join(groups, "; ")
 	if f.Decision == alert.SegmentDivergence {
 		if t := total(f); t != "" {
 			line += "; " + t
@@ -197,22 +208,22 @@ func total(f alert.Finding) string {
 func numbers(f alert.Finding) []string {
 	n := f.Numbers
 	var lines []string
-	if len(n.Segments) > 0 && (f.Decision == alert.SegmentDivergence || f.Segment == nil) {
-		head := about(f)
-		if f.Decision != alert.SegmentDivergence {
-			head = "Segments"
-		}
-		if vs := versus(f); vs != "" {
-			head += " (" + vs + ")"
-		}
-		lines = append(lines, "*"+head+":* "+segmentLine(f, true))
-	}
 	if f.Decision != alert.SegmentDivergence && (hasInterval(n.CI) || n.Lift != 0) && f.Metric != "" {
 		s := "*Lift"
 		if vs := versus(f); vs != "" {
 			s += " (" + vs + ")"
 		}
 		lines = append(lines, s+":* "+LiftInterval(n.Lift, n.CI))
+	}
+	if len(n.Segments) > 0 && (f.Decision == alert.SegmentDivergence || f.Segment == nil) {
+		head := about(f)
+		if f.Decision != alert.SegmentDivergence {
+			head = "By segment"
+		}
+		if vs := versus(f); vs != "" && f.Decision == alert.SegmentDivergence {
+			head += " (" + vs + ")"
+		}
+		lines = append(lines, "*"+head+":* "+segmentLine(f, true))
 	}
 	var ev []string
 	control := n.Control

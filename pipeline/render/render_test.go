@@ -140,6 +140,15 @@ func TestDivergenceFields(t *testing.T) {
 	got := strings.Join(numbers(loss), "\n")
 	require.Equal(t, "*Lift (test vs control):* −67% [−80%, −54%]\nconversion control 26.4% → test 8.7% · users control 1,043 · test 1,044 · p &lt; 0.001 · chance to win &lt;1%", got)
 
+	// A total's segments are grouped by property, the deciding ones first.
+	tot := alert.Finding{Metric: "revenue per user", Variant: "test", Decision: alert.Win, Numbers: alert.Numbers{
+		Lift: 0.09, CI: [2]float64{0.01, 0.18}, Segments: []alert.SegmentEffect{
+			{Property: "plan", Value: "free", Lift: 0.08, CI: [2]float64{-0.02, 0.18}},
+			{Property: "country", Value: "US", Lift: 0.43, CI: [2]float64{0.28, 0.59}, Decision: alert.Win},
+			{Property: "country", Value: "GB", Lift: -0.73, CI: [2]float64{-0.80, -0.67}, Decision: alert.Loss}}}}
+	require.Equal(t, []string{"*Lift (test vs control):* +9% [+1%, +18%]",
+		"*By segment:* country: GB −73% [−80%, −67%] · US +43% [+28%, +59%]; plan: free +8% [−2%, +18%]"}, numbers(tot))
+
 	// Nothing known, nothing printed.
 	require.Empty(t, numbers(alert.Finding{Decision: alert.Stale}))
 	// A whole-flag finding with users but no metric shows the users, not a mean.
