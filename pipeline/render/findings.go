@@ -103,17 +103,17 @@ func shipsToEveryone(action string) bool {
 		!strings.HasPrefix(a, " launch") {
 		return false
 	}
+	for _, q := range []string{" not ", "n't ", " only", " except", " exclud", " target", " but "} {
+		if strings.Contains(a, q) {
+			return false
+		}
+	}
 	for _, all := range []string{"everyone", "all users", "100%"} {
 		if strings.Contains(a, all) {
 			return true
 		}
 	}
-	for _, q := range []string{" not ", "n't ", " only", " except", " exclud", " target", " ship to ", " but "} {
-		if strings.Contains(a, q) {
-			return false
-		}
-	}
-	return true
+	return !strings.Contains(a, " ship to ") // "ship to US and IN" names where
 }
 
 // Recommendation is the one thing to do about the flag: the analyzer's Action when it

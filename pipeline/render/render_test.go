@@ -318,6 +318,17 @@ func TestNoShipWhileLosing(t *testing.T) {
 	require.Equal(t, 6000, checked)
 }
 
+func TestShipsToEveryone(t *testing.T) {
+	for action, want := range map[string]bool{
+		"ship it": true, "Ship it: roll the winning variant out to everyone": true, "ship to everyone": true,
+		"launch": true, "Ship it.": true, "roll it out to all users": true,
+		"ship to US and IN, not GB": false, "ship to everyone except GB": false, "don't ship": false,
+		"ship only to pro users": false, "roll back": false, "target the variant at US": false, "keep running": false,
+	} {
+		require.Equal(t, want, shipsToEveryone(action), action)
+	}
+}
+
 func sortFindings(fs []alert.Finding) {
 	for i := 1; i < len(fs); i++ {
 		for j := i; j > 0 && Less(fs[j], fs[j-1]); j-- {
