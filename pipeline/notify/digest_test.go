@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"image/png"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flagwatch/flagwatch/pipeline/alert"
+	"github.com/flagwatch/flagwatch/pipeline/config"
 	"github.com/flagwatch/flagwatch/pipeline/digest"
 	"github.com/flagwatch/flagwatch/pipeline/render/rendertest"
 	"github.com/flagwatch/flagwatch/pipeline/store"
@@ -201,4 +204,26 @@ func eachString(v any, fn func(string)) {
 			eachString(e, fn)
 		}
 	}
+}
+
+// A dry-run digest prints what people would read, and keeps the chart it would upload.
+func TestDryRunDigest(t *testing.T) {
+	e := newEnv(t, 1)
+	now, prev := rendertest.DigestRows()
+	insertResults(t, e.conn, append(now, prev...))
+	o := e.opts()
+	out := &syncBuffer{}
+	o.DryRun, o.SlackToken, o.DryRunText, o.DryRunFiles = true, config.Secret{}, out, t.TempDir()
+	o.Now = func() time.Time { return rendertest.DigestAt }
+	require.NoError(t, SendDigest(context.Background(), o))
+	text := out.String()
+	require.Contains(t, text, "📊 Weekly growth review · Mon 3 Jun 2024")
+	require.Contains(t, text, "🟠 new-checkout — segments diverge by $geoip_country_code on purchase conversion")
+	name := "flagwatch-lift-2024-06-03.png"
+	require.Contains(t, text, "written to "+filepath.Join(o.DryRunFiles, name))
+	b, err := os.ReadFile(filepath.Join(o.DryRunFiles, name))
+	require.NoError(t, err)
+	_, err = png.Decode(bytes.NewReader(b))
+	require.NoError(t, err)
+	require.Empty(t, e.slack.Calls(""))
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,11 +18,12 @@ import (
 // dryRun prints each call instead of making it: the message as a person would read it
 // to text, and the Block Kit payload as one JSON line to json (when set).
 type dryRun struct {
-	mu   sync.Mutex
-	text io.Writer
-	json io.Writer
-	seq  int
-	now  func() time.Time
+	mu    sync.Mutex
+	text  io.Writer
+	json  io.Writer
+	files string // directory for uploads ("": not kept)
+	seq   int
+	now   func() time.Time
 }
 
 func (d *dryRun) emit(r slack.Record) error {
@@ -35,6 +38,9 @@ func (d *dryRun) emit(r slack.Record) error {
 	b.WriteString("── " + where + " ──\n")
 	if r.File != nil {
 		b.WriteString("📎 " + r.File.Name + " (" + strconv.Itoa(r.File.Bytes) + " bytes)\n")
+		if d.files != "" {
+			b.WriteString("   written to " + filepath.Join(d.files, r.File.Name) + "\n")
+		}
 	} else {
 		for _, l := range render.MessageLines(r.Message) {
 			b.WriteString(l + "\n")
@@ -68,6 +74,11 @@ func (d *dryRun) Update(_ context.Context, channel, ts string, m slack.Message) 
 func (d *dryRun) Upload(_ context.Context, f slack.File) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.files != "" {
+		if err := os.WriteFile(filepath.Join(d.files, filepath.Base(f.Name)), f.Data, 0o644); err != nil {
+			return fmt.Errorf("dry run: keep %s: %w", f.Name, err)
+		}
+	}
 	return d.emit(slack.Record{Method: "files.upload", Message: slack.Message{Channel: f.Channel, ThreadTS: f.ThreadTS},
 		File: &slack.RecordFile{Name: f.Name, Title: f.Title, Bytes: len(f.Data)}})
 }

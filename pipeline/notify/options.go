@@ -102,6 +102,9 @@ type Options struct {
 	DryRun     bool
 	DryRunText io.Writer // default os.Stdout
 	DryRunJSON io.Writer // default none
+	// DryRunFiles is a directory where a dry run keeps what it would upload (the
+	// digest's chart PNG); "" keeps nothing.
+	DryRunFiles string
 
 	// ListenAddr serves /metrics and /healthz ("" disables).
 	ListenAddr string
@@ -156,6 +159,7 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.DigestSchedule, "digest-schedule", DefaultDigestSchedule, `weekly digest cron spec ("" disables)`)
 	fs.StringVar(&o.DigestTimeZone, "digest-tz", DefaultDigestTimeZone, "time zone of the digest schedule (IANA name)")
 	fs.BoolVar(&o.DryRun, "dry-run", false, "print messages as text to stdout instead of posting (see --dry-run-json)")
+	fs.StringVar(&o.DryRunFiles, "dry-run-files", "", "with --dry-run, keep what would be uploaded (the digest chart) in this directory")
 	fs.StringVar(&o.ListenAddr, "listen", DefaultListenAddr, `address for /metrics and /healthz ("" disables)`)
 	fs.StringVar(&o.ReplicaID, "replica-id", "", "unique name of this replica (default: host name + random suffix)")
 	fs.DurationVar(&o.ClaimLease, "claim-lease", DefaultClaimLease, "validity of a replica's claim on a post before another replica may take over")

@@ -83,7 +83,7 @@ func start(ctx context.Context, opts Options, serve bool) (*service, error) {
 	}
 	switch {
 	case o.DryRun:
-		d := &dryRun{text: o.DryRunText, json: o.DryRunJSON, now: o.Now}
+		d := &dryRun{text: o.DryRunText, json: o.DryRunJSON, files: o.DryRunFiles, now: o.Now}
 		p.poster, p.uploader = d, d
 		o.Logger.Info("dry run: printing messages instead of posting")
 	case o.SlackToken.IsSet():
