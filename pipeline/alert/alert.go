@@ -127,6 +127,9 @@ func Priority(decision string) int {
 
 // Numbers carries the statistics behind a finding, for the message body.
 type Numbers struct {
+	// MetricKind is the metric's kind (conversion, count, sum, ratio): a conversion's
+	// means are shown as percentages.
+	MetricKind  string     `json:"metric_kind,omitempty"`
 	Control     string     `json:"control,omitempty"`
 	ControlN    int64      `json:"control_n,omitempty"`
 	VariantN    int64      `json:"variant_n,omitempty"`

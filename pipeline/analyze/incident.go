@@ -217,6 +217,11 @@ func (a *Analyzer) finding(r Row, m *monitor, rows []Row) alert.Finding {
 	hasRollback := m != nil && m.flag.Rollback != nil
 	if m != nil {
 		f.Numbers.Control = m.flag.Control
+		for _, mc := range m.flag.Metrics {
+			if mc.Name == r.Metric {
+				f.Numbers.MetricKind = string(mc.Kind)
+			}
+		}
 	}
 	// Numbers only where the finding has them: a metric's comparison has users, means,
 	// a lift and its interval; SRM has its p-value; divergence the total's lift and the

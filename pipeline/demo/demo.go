@@ -32,6 +32,7 @@ import (
 
 	"github.com/flagwatch/flagwatch/pipeline/analyze"
 	"github.com/flagwatch/flagwatch/pipeline/broker"
+	"github.com/flagwatch/flagwatch/pipeline/config"
 	"github.com/flagwatch/flagwatch/pipeline/ingest"
 	"github.com/flagwatch/flagwatch/pipeline/notify"
 	"github.com/flagwatch/flagwatch/pipeline/rollback"
@@ -375,8 +376,8 @@ func notifyAll(ctx context.Context, seeds []string, dsn string, o Options) (int,
 	nctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	opts := notify.Options{Brokers: strings.Join(seeds, ","), ClickHouseDSN: dsn, Group: "demo-notifier",
-		DryRun: o.SlackToken == "" && o.SlackWebhook == "", Stdout: o.SlackOut, Logger: o.Logger,
-		SlackToken: notify.Secret(o.SlackToken), SlackWebhookURL: notify.Secret(o.SlackWebhook), SlackAPIURL: o.SlackAPIURL,
+		DryRun: o.SlackToken == "" && o.SlackWebhook == "", DryRunText: io.Discard, DryRunJSON: o.SlackOut, Logger: o.Logger,
+		SlackToken: config.NewSecret(o.SlackToken), SlackWebhookURL: config.NewSecret(o.SlackWebhook), SlackAPIURL: o.SlackAPIURL,
 		DefaultChannel: "#growth"}
 	errc := make(chan error, 1)
 	go func() { errc <- notify.Run(nctx, opts) }()

@@ -3,6 +3,7 @@ package notify
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/flagwatch/flagwatch/pipeline/alert"
 	"github.com/flagwatch/flagwatch/pipeline/broker"
+	"github.com/flagwatch/flagwatch/pipeline/ops"
+	"github.com/flagwatch/flagwatch/pipeline/retry"
 )
 
 // consumer reads the alerts topic in a consumer group, one goroutine per partition (the
@@ -23,6 +26,7 @@ type consumer struct {
 	o      Options
 	proc   *processor
 	m      *metrics
+	health *ops.Health
 	logger *slog.Logger
 
 	cl      *kgo.Client
@@ -40,8 +44,29 @@ type worker struct {
 	done      chan struct{}
 }
 
-func newConsumer(o Options, proc *processor, m *metrics) *consumer {
-	return &consumer{o: o, proc: proc, m: m, logger: o.Logger, workers: map[int32]*worker{}, crashed: make(chan struct{})}
+func newConsumer(o Options, proc *processor, m *metrics, h *ops.Health) *consumer {
+	return &consumer{o: o, proc: proc, m: m, health: h, logger: o.Logger, workers: map[int32]*worker{}, crashed: make(chan struct{})}
+}
+
+// waitReachable pings the brokers until one answers, reporting each failed attempt on
+// /healthz as what the notifier waits for.
+func (c *consumer) waitReachable(ctx context.Context, cl *kgo.Client) error {
+	c.health.Waiting(healthKafka, "connecting to "+c.o.Brokers)
+	err := retry.Do(ctx, c.logger, "reach Kafka at "+c.o.Brokers, retry.Policy{Initial: c.o.BackoffMin, Max: c.o.BackoffMax},
+		func(ctx context.Context) error {
+			actx, cancel := context.WithTimeout(ctx, connectAttempt)
+			defer cancel()
+			if err := cl.Ping(actx); err != nil {
+				c.health.Waiting(healthKafka, "connecting to "+c.o.Brokers+": "+err.Error())
+				return err
+			}
+			return nil
+		})
+	if err != nil {
+		return err
+	}
+	c.health.Report(healthKafka, nil)
+	return nil
 }
 
 // run consumes until ctx ends (nil) or a test hook simulates a crash (errCrashed).
@@ -58,11 +83,14 @@ func (c *consumer) run(ctx context.Context) error {
 		kgo.FetchMaxWait(time.Second),
 	)
 	if err != nil {
-		return err
+		return fmt.Errorf("kafka client: %w", err)
 	}
 	c.cl = cl
 	defer cl.Close()
-	if err := broker.WaitReachable(ctx, cl); err != nil {
+	if err := c.waitReachable(ctx, cl); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
 	pctx, cancel := context.WithCancel(ctx)
@@ -79,11 +107,14 @@ func (c *consumer) run(ctx context.Context) error {
 		if fetches.IsClientClosed() || pctx.Err() != nil {
 			break
 		}
+		var fetchErr error
 		fetches.EachError(func(topic string, p int32, err error) {
 			if !errors.Is(err, context.Canceled) {
+				fetchErr = err
 				c.logger.Warn("fetch failed", "topic", topic, "partition", p, "err", err)
 			}
 		})
+		c.health.Report(healthKafka, fetchErr)
 		fetches.EachPartition(func(ftp kgo.FetchTopicPartition) {
 			if len(ftp.Records) == 0 {
 				return

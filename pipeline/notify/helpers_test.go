@@ -1,9 +1,7 @@
 package notify
 
 import (
-	"bytes"
 	"context"
-	stdjson "encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -26,12 +24,12 @@ import (
 	"github.com/flagwatch/flagwatch/pipeline/alert"
 	"github.com/flagwatch/flagwatch/pipeline/broker"
 	"github.com/flagwatch/flagwatch/pipeline/broker/brokertest"
-	"github.com/flagwatch/flagwatch/pipeline/notify/slacktest"
+	"github.com/flagwatch/flagwatch/pipeline/config"
+	"github.com/flagwatch/flagwatch/pipeline/nflog"
+	"github.com/flagwatch/flagwatch/pipeline/slack/slacktest"
 	"github.com/flagwatch/flagwatch/pipeline/store"
 	"github.com/flagwatch/flagwatch/pipeline/store/chtest"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
 // TestMain starts one ClickHouse server for the package's tests unless
 // FLAGWATCH_TEST_CLICKHOUSE_DSN names one; each test still gets its own database.
@@ -59,7 +57,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// env is one test's world: kfake, a ClickHouse database, a fake Slack.
+// env is one test's world: kfake, a ClickHouse database, a fake Slack, and the log
+// lines of the notifiers it starts.
 type env struct {
 	t     *testing.T
 	kafka *broker.Embedded
@@ -67,6 +66,7 @@ type env struct {
 	dsn   string
 	conn  store.Conn
 	slack *slacktest.Server
+	logs  *syncBuffer
 }
 
 func newEnv(t *testing.T, partitions int32, channels ...string) *env {
@@ -78,6 +78,7 @@ func newEnv(t *testing.T, partitions int32, channels ...string) *env {
 	e.prod = brokertest.Client(t, e.kafka, kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	e.dsn, e.conn = chtest.DB(t)
 	e.slack = slacktest.New(t, channels...)
+	e.logs = &syncBuffer{}
 	return e
 }
 
@@ -86,17 +87,15 @@ func (e *env) opts() Options {
 		Brokers:        strings.Join(e.kafka.Addrs(), ","),
 		Group:          "notifier-test",
 		ClickHouseDSN:  e.dsn,
-		SlackToken:     slacktest.Token,
+		SlackToken:     config.NewSecret(slacktest.Token),
 		SlackAPIURL:    e.slack.APIURL(),
 		DefaultChannel: "#growth",
 		ReportBaseURL:  "https://flagwatch.example.com",
 		ClaimLease:     3 * time.Second,
-		Logger:         testLogger(e.t),
-		test: testHooks{
-			backoffMin:   50 * time.Millisecond,
-			backoffMax:   400 * time.Millisecond,
-			pollInterval: 50 * time.Millisecond,
-		},
+		Logger:         testLogger(e.t, e.logs),
+		BackoffMin:     50 * time.Millisecond,
+		BackoffMax:     400 * time.Millisecond,
+		PollInterval:   50 * time.Millisecond,
 	}
 }
 
@@ -190,11 +189,72 @@ func eventually(t *testing.T, timeout time.Duration, cond func() bool, format st
 	}
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+// testLogger writes JSON log lines to capture (tests assert the notifier's logged
+// decisions: retries, their reasons and waits) and, with -v, to stderr.
+func testLogger(t *testing.T, capture io.Writer) *slog.Logger {
+	w := capture
 	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
+		w = io.MultiWriter(capture, os.Stderr)
 	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
+}
+
+// logLines returns the captured log lines whose message starts with msg, decoded.
+func (e *env) logLines(msg string) []map[string]any {
+	var out []map[string]any
+	for _, l := range strings.Split(e.logs.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && strings.HasPrefix(fmt.Sprint(m["msg"]), msg) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// plain is a stored Slack message as a reader sees it: every text of its blocks.
+func plain(m slacktest.Message) string {
+	var b strings.Builder
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			if s, ok := x["text"].(string); ok {
+				b.WriteString(s + "\n")
+			}
+			for k, e := range x {
+				if k != "text" || !isString(e) {
+					walk(e)
+				}
+			}
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		}
+	}
+	for _, blk := range m.Blocks {
+		walk(map[string]any(blk))
+	}
+	return b.String()
+}
+
+func isString(v any) bool { _, ok := v.(string); return ok }
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 var detected = time.Date(2024, 6, 3, 8, 15, 0, 0, time.UTC)
@@ -244,43 +304,19 @@ func resolvedAlert(of *alert.Alert) *alert.Alert {
 }
 
 // logRows reads the notification log.
-func logRows(t *testing.T, conn store.Conn) []Entry {
+func logRows(t *testing.T, conn store.Conn) []nflog.Entry {
 	t.Helper()
 	rows, err := conn.Query(context.Background(), `SELECT op, flag, kind, dedup_key, status, channel, ts, thread_ts, error
 FROM notification_log ORDER BY posted_ms, op`)
 	require.NoError(t, err)
 	defer rows.Close()
-	var out []Entry
+	var out []nflog.Entry
 	for rows.Next() {
-		var e Entry
+		var e nflog.Entry
 		require.NoError(t, rows.Scan(&e.Op, &e.Flag, &e.Kind, &e.DedupKey, &e.Status, &e.Channel, &e.TS, &e.ThreadTS, &e.Error))
 		out = append(out, e)
 	}
 	return out
-}
-
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		require.NoError(t, os.WriteFile(path, got, 0o644))
-	}
-	want, err := os.ReadFile(path)
-	require.NoError(t, err, "golden file missing: run go test -run %s -update", t.Name())
-	if !bytes.Equal(want, got) {
-		t.Fatalf("%s differs from the golden file (go test -update rewrites it):\n%s", path, got)
-	}
-}
-
-// prettyJSON is v as indented JSON without HTML escaping, for golden files.
-func prettyJSON(t *testing.T, v any) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	enc := stdjson.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
-	require.NoError(t, enc.Encode(v))
-	return buf.Bytes()
 }
 
 func scrape(t *testing.T, addr string) string {

@@ -1,12 +1,7 @@
 package notify
 
 import (
-	"net/http"
-	"sync"
-	"time"
-
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 type metrics struct {
@@ -20,6 +15,7 @@ type metrics struct {
 	claimsLost   prometheus.Counter
 	digests      *prometheus.CounterVec
 	lag          *prometheus.GaugeVec
+	rateWaits    prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -30,7 +26,7 @@ func newMetrics() *metrics {
 		decodeErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "flagwatch_notifier_decode_errors_total",
 			Help: "Alert messages that could not be decoded and were skipped."}),
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flagwatch_notifier_messages_sent_total",
-			Help: "Slack messages posted, by kind (open, reply, repeat, resolve, digest)."}, []string{"kind"}),
+			Help: "Slack messages posted, by kind (open: an incident's first message, reply: a thread reply, digest)."}, []string{"kind"}),
 		suppressed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flagwatch_notifier_alerts_suppressed_total",
 			Help: "Alerts that needed no message, by reason."}, []string{"reason"}),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flagwatch_notifier_alerts_failed_total",
@@ -43,49 +39,10 @@ func newMetrics() *metrics {
 			Help: "Digest runs by outcome (sent, skipped, failed)."}, []string{"outcome"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "flagwatch_notifier_consumer_lag",
 			Help: "Records behind the high watermark, per partition, as of the last fetch."}, []string{"partition"}),
+		rateWaits: prometheus.NewCounter(prometheus.CounterOpts{Name: "flagwatch_notifier_rate_limit_waits_total",
+			Help: "Messages that waited for their channel's rate limit."}),
 	}
 	m.reg.MustRegister(m.received, m.decodeErrors, m.sent, m.suppressed, m.failed, m.slackErrors, m.claimsLost,
-		m.digests, m.lag, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		m.digests, m.lag, m.rateWaits, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
-}
-
-// health is what /healthz reports: unhealthy while Slack rejects the credentials.
-type health struct {
-	mu     sync.Mutex
-	reason string
-	since  time.Time
-}
-
-func (h *health) fail(reason string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.reason == "" {
-		h.since = time.Now()
-	}
-	h.reason = reason
-}
-
-func (h *health) ok() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.reason = ""
-}
-
-func (h *health) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
-	h.mu.Lock()
-	reason, since := h.reason, h.since
-	h.mu.Unlock()
-	if reason != "" {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = w.Write([]byte("slack rejects the credentials (" + reason + ") since " + since.UTC().Format(time.RFC3339) + "\n"))
-		return
-	}
-	_, _ = w.Write([]byte("ok\n"))
-}
-
-func (m *metrics) handler(h *health) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
-	mux.Handle("/healthz", h)
-	return mux
 }

@@ -2,6 +2,10 @@ package notify
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -12,12 +16,17 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flagwatch/flagwatch/pipeline/alert"
-	"github.com/flagwatch/flagwatch/pipeline/notify/slacktest"
+	"github.com/flagwatch/flagwatch/pipeline/config"
+	"github.com/flagwatch/flagwatch/pipeline/nflog"
+	"github.com/flagwatch/flagwatch/pipeline/render"
+	"github.com/flagwatch/flagwatch/pipeline/render/rendertest"
+	"github.com/flagwatch/flagwatch/pipeline/slack"
+	"github.com/flagwatch/flagwatch/pipeline/slack/slacktest"
 )
 
 // An alert becomes exactly the chat.postMessage Slack expects: the bot token, the
-// monitor's channel, fallback text, the rendered blocks, and the op in message metadata;
-// the log records it before the offset is committed.
+// monitor's channel, the notification text, the rendered blocks, and the op in message
+// metadata; the log records it before the offset is committed.
 func TestPostsAlertPayload(t *testing.T) {
 	e := newEnv(t, 1)
 	e.start(e.opts())
@@ -36,7 +45,7 @@ func TestPostsAlertPayload(t *testing.T) {
 	require.Equal(t, a.Summary, c.Form.Get("text"))
 	require.Empty(t, c.Form.Get("thread_ts"))
 
-	want := renderAlert(a, renderFirst, "https://flagwatch.example.com", detected)
+	want := render.Opening(a, render.Options{ReportBaseURL: "https://flagwatch.example.com", Now: detected})
 	wantBlocks, err := json.Marshal(want.Blocks)
 	require.NoError(t, err)
 	require.JSONEq(t, string(wantBlocks), c.Form.Get("blocks"))
@@ -52,11 +61,60 @@ func TestPostsAlertPayload(t *testing.T) {
 
 	rows := logRows(t, e.conn)
 	require.Len(t, rows, 1)
-	require.Equal(t, Entry{Op: "open|new-checkout#1|0", Flag: "new-checkout", Kind: kindOpen, DedupKey: a.DedupKey,
-		Status: statusPosted, Channel: e.slack.ChannelID("#checkout"), TS: e.slack.Messages()[0].TS}, rows[0])
+	require.Equal(t, nflog.Entry{Op: "open|new-checkout#1|0", Flag: "new-checkout", Kind: nflog.KindOpen, DedupKey: a.DedupKey,
+		Status: nflog.StatusPosted, Channel: e.slack.ChannelID("#checkout"), TS: e.slack.Messages()[0].TS}, rows[0])
 }
 
-// A 429 with Retry-After: the notifier waits that long, then posts once.
+// The new-checkout incident: the first alert opens the thread with every finding; a later
+// pass replies with only the new guardrail breach (the new headline); a re-sent alert
+// posts nothing; after the repeat interval the unresolved critical finding is posted
+// again, broadcast to the channel.
+func TestIncidentThread(t *testing.T) {
+	e := newEnv(t, 1)
+	var mu sync.Mutex
+	now := rendertest.Detected
+	o := e.opts()
+	o.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	e.start(o)
+
+	e.produce(0, rendertest.NewCheckout())
+	eventually(t, 30*time.Second, func() bool { return len(e.slack.Messages()) == 1 }, "opening")
+	e.produce(0, rendertest.NewCheckoutLater(), rendertest.NewCheckoutLater(), lossAlert("marker-1"))
+	eventually(t, 30*time.Second, func() bool { return len(e.slack.Messages()) == 3 }, "reply and marker")
+	msgs := e.slack.Messages()
+	open, reply := msgs[0], msgs[1]
+	require.Empty(t, open.ThreadTS)
+	require.Contains(t, plain(open), "*What to do:* Ship to US and IN, not GB: target the variant by country.")
+	require.Equal(t, open.TS, reply.ThreadTS, "later findings reply in the thread")
+	require.False(t, reply.Broadcast)
+	require.Contains(t, plain(reply), "Headline now · :red_circle: new-checkout — guardrail breached")
+	require.NotContains(t, plain(reply), "revenue per user", "only what is new")
+	require.Contains(t, msgs[2].Text, "marker-1", "the duplicate posted nothing")
+
+	rows := logRows(t, e.conn)
+	kinds := map[string]int{}
+	for _, r := range rows {
+		if r.Flag == "new-checkout" {
+			kinds[r.Kind]++
+		}
+	}
+	require.Equal(t, map[string]int{nflog.KindOpen: 5, nflog.KindReply: 1}, kinds, "one row per finding shown")
+
+	mu.Lock()
+	now = now.Add(4*time.Hour + time.Minute)
+	mu.Unlock()
+	e.produce(0, rendertest.NewCheckoutLater(), lossAlert("marker-2"))
+	eventually(t, 30*time.Second, func() bool { return len(e.slack.Messages()) == 5 }, "repeat and marker")
+	rep := e.slack.Messages()[3]
+	require.Equal(t, open.TS, rep.ThreadTS)
+	require.True(t, rep.Broadcast, "a repeat is also shown in the channel")
+	require.Contains(t, rep.Text, "Still unresolved")
+	require.Contains(t, plain(rep), "errors per user")
+	require.NotContains(t, plain(rep), "revenue per user", "only the critical finding repeats")
+}
+
+// A 429 with Retry-After: the notifier decides to wait exactly that long (its logged
+// decision), and posts once.
 func TestHonoursRetryAfter(t *testing.T) {
 	e := newEnv(t, 1)
 	e.slack.Script("chat.postMessage", slacktest.Response{Status: http.StatusTooManyRequests,
@@ -68,11 +126,15 @@ func TestHonoursRetryAfter(t *testing.T) {
 	calls := e.slack.Calls("chat.postMessage")
 	require.Len(t, calls, 2)
 	require.Equal(t, http.StatusTooManyRequests, calls[0].Status)
-	require.GreaterOrEqual(t, calls[1].At.Sub(calls[0].At), 2*time.Second, "Retry-After honoured")
-	require.Less(t, calls[1].At.Sub(calls[0].At), 5*time.Second)
+	retries := e.logLines("retrying Slack call")
+	require.Len(t, retries, 1)
+	require.Equal(t, "2s", retries[0]["wait"], "Retry-After decides the wait")
+	require.Contains(t, retries[0]["err"], "rate_limited")
+	require.GreaterOrEqual(t, calls[1].At.Sub(calls[0].At), 2*time.Second, "and the notifier waited it")
 }
 
-// 5xx answers are retried with back-off; the alert is posted once Slack recovers.
+// 5xx answers are retried with back-off, each retry logged with its reason; the alert is
+// posted once Slack recovers.
 func TestRetriesServerErrors(t *testing.T) {
 	e := newEnv(t, 1)
 	e.slack.Script("chat.postMessage",
@@ -80,25 +142,46 @@ func TestRetriesServerErrors(t *testing.T) {
 		slacktest.Response{Status: http.StatusBadGateway, Body: "<html>bad gateway</html>"},
 		slacktest.Response{Status: http.StatusServiceUnavailable, Body: "<html>down</html>"})
 	o := e.opts()
-	var addr string
-	var mu sync.Mutex
-	o.ListenAddr = "127.0.0.1:0"
-	o.test.listening = func(a string) { mu.Lock(); addr = a; mu.Unlock() }
+	addr := listen(&o)
 	e.start(o)
 	e.produce(0, lossAlert("new-checkout"))
 
 	eventually(t, 30*time.Second, func() bool { return len(e.slack.Messages()) == 1 }, "posted after the 5xx")
-	calls := e.slack.Calls("chat.postMessage")
-	require.Len(t, calls, 4)
-	for i := 1; i < 4; i++ {
-		require.Greater(t, calls[i].At.Sub(calls[i-1].At), 40*time.Millisecond, "backed off before attempt %d", i+1)
+	require.Len(t, e.slack.Calls("chat.postMessage"), 4)
+	retries := e.logLines("retrying Slack call")
+	require.Len(t, retries, 3)
+	for i, reason := range []string{"http_500", "http_502", "http_503"} {
+		require.Contains(t, retries[i]["err"], reason)
+		require.Equal(t, float64(i+1), retries[i]["attempt"])
+		w, err := time.ParseDuration(retries[i]["wait"].(string))
+		require.NoError(t, err)
+		require.Greater(t, w, time.Duration(0))
+		require.LessOrEqual(t, w, o.BackoffMax)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	m := scrape(t, addr)
+	m := scrape(t, addr())
 	require.Contains(t, m, `flagwatch_notifier_slack_errors_total{error="http_500"} 1`)
 	require.Contains(t, m, `flagwatch_notifier_slack_errors_total{error="http_503"} 1`)
 	require.Contains(t, m, `flagwatch_notifier_messages_sent_total{kind="open"} 1`)
+}
+
+// listen makes the notifier serve /metrics and /healthz on a free port; the returned
+// function gives its address once it is up.
+func listen(o *Options) func() string {
+	var mu sync.Mutex
+	var addr string
+	o.ListenAddr = "127.0.0.1:0"
+	o.test.listening = func(a string) { mu.Lock(); addr = a; mu.Unlock() }
+	return func() string { mu.Lock(); defer mu.Unlock(); return addr }
+}
+
+func healthz(addr string) (int, string) {
+	resp, err := http.Get("http://" + addr + "/healthz")
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 // Killed after the post (and its log row) but before the offset commit: the restarted
@@ -117,7 +200,6 @@ func TestRestartBetweenPostAndCommit(t *testing.T) {
 	e.produce(0, lossAlert("other-flag")) // behind the redelivered alert on the same partition
 	eventually(t, 30*time.Second, func() bool { return len(e.slack.Messages()) == 2 }, "second flag posted")
 	eventually(t, 10*time.Second, func() bool { return e.lag("notifier-test") == 0 }, "all committed")
-	time.Sleep(200 * time.Millisecond)
 	msgs := e.slack.Messages()
 	require.Len(t, msgs, 2)
 	require.Contains(t, msgs[0].Text, "new-checkout")
@@ -188,14 +270,14 @@ func TestThreadsAndResolution(t *testing.T) {
 	parent := e.slack.Messages()[0]
 	reply := e.slack.Messages()[1]
 	require.Equal(t, parent.TS, reply.ThreadTS)
-	require.Contains(t, reply.Blocks[0]["text"].(map[string]any)["text"], "Update · :red_circle: new-checkout: guardrail breached")
+	require.Contains(t, plain(reply), "Headline now · :red_circle: new-checkout — guardrail breached")
 
 	e.produce(0, resolvedAlert(guard))
 	eventually(t, 30*time.Second, func() bool { return len(e.slack.Messages()) == 3 }, "guardrail resolved")
 	res := e.slack.Messages()[2]
 	require.Equal(t, parent.TS, res.ThreadTS)
 	require.Contains(t, res.Text, "Resolved")
-	require.Contains(t, res.Blocks[0]["text"].(map[string]any)["text"], "still open")
+	require.Contains(t, plain(res), "still open")
 	require.Empty(t, e.slack.Calls("chat.update"), "loss still open: the first message stays")
 
 	e.produce(0, resolvedAlert(loss))
@@ -203,8 +285,8 @@ func TestThreadsAndResolution(t *testing.T) {
 	require.Len(t, e.slack.Calls("chat.update"), 1)
 	up := e.slack.Messages()[0]
 	require.Equal(t, 1, up.Updated)
-	require.Contains(t, up.Blocks[0]["text"].(map[string]any)["text"], ":white_check_mark: Resolved · new-checkout: loss")
-	require.Contains(t, e.slack.Messages()[3].Blocks[0]["text"].(map[string]any)["text"], "this incident is closed")
+	require.Contains(t, plain(up), ":white_check_mark: Resolved")
+	require.Contains(t, plain(e.slack.Messages()[3]), "this incident is closed")
 
 	e.produce(0, resolvedAlert(loss), loss) // nothing left to resolve; then the loss is back
 	eventually(t, 30*time.Second, func() bool { return len(e.slack.Messages()) == 5 }, "new incident")
@@ -223,7 +305,7 @@ func TestRepeatsUnresolvedCritical(t *testing.T) {
 	var mu sync.Mutex
 	now := detected
 	o := e.opts()
-	o.test.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	o.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	e.start(o)
 	a := lossAlert("new-checkout")
 	e.produce(0, a)
@@ -256,10 +338,7 @@ func TestRepeatsUnresolvedCritical(t *testing.T) {
 func TestChannelNotFoundDoesNotBlock(t *testing.T) {
 	e := newEnv(t, 1, "#growth", "#checkout")
 	o := e.opts()
-	var addr string
-	var mu sync.Mutex
-	o.ListenAddr = "127.0.0.1:0"
-	o.test.listening = func(a string) { mu.Lock(); addr = a; mu.Unlock() }
+	addr := listen(&o)
 	e.start(o)
 
 	a := lossAlert("flag-a")
@@ -281,39 +360,89 @@ func TestChannelNotFoundDoesNotBlock(t *testing.T) {
 	require.Contains(t, e.slack.Messages()[1].Text, "flag-c")
 	eventually(t, 10*time.Second, func() bool { return e.lag("notifier-test") == 0 }, "failed alert committed")
 
-	var failed *Entry
+	var failed *nflog.Entry
 	for _, r := range logRows(t, e.conn) {
 		if r.Flag == "flag-b" {
 			failed = &r
 		}
 	}
 	require.NotNil(t, failed)
-	require.Equal(t, statusFailed, failed.Status)
+	require.Equal(t, nflog.StatusFailed, failed.Status)
 	require.Equal(t, "not_in_channel", failed.Error)
-	mu.Lock()
-	defer mu.Unlock()
-	metrics := scrape(t, addr)
+	metrics := scrape(t, addr())
 	require.Contains(t, metrics, `flagwatch_notifier_alerts_failed_total{error="not_in_channel"} 1`)
 	require.Contains(t, metrics, `flagwatch_notifier_slack_errors_total{error="channel_not_found"} 2`)
 }
 
 // invalid_auth keeps the alert (every post would fail alike) until Slack accepts the
-// token again; /healthz says why meanwhile.
+// token again; past the grace period /healthz says why, and recovers with Slack.
 func TestInvalidAuthKeepsAlert(t *testing.T) {
 	e := newEnv(t, 1)
-	e.slack.Script("chat.postMessage", slacktest.Response{Error: "invalid_auth"}, slacktest.Response{Error: "invalid_auth"})
-	e.start(e.opts())
+	var rejected []slacktest.Response
+	for i := 0; i < 6; i++ {
+		rejected = append(rejected, slacktest.Response{Error: "invalid_auth"})
+	}
+	e.slack.Script("chat.postMessage", rejected...)
+	o := e.opts()
+	o.UnhealthyAfter = time.Millisecond
+	addr := listen(&o)
+	e.start(o)
 	e.produce(0, lossAlert("new-checkout"))
+	eventually(t, 30*time.Second, func() bool {
+		code, body := healthz(addr())
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "slack: failing") &&
+			strings.Contains(body, "Slack rejects the credentials (invalid_auth)")
+	}, "/healthz reports the rejected token")
 	eventually(t, 30*time.Second, func() bool { return len(e.slack.Messages()) == 1 }, "posted once accepted")
-	require.Len(t, e.slack.Calls("chat.postMessage"), 3)
+	require.Len(t, e.slack.Calls("chat.postMessage"), 7)
+	code, body := healthz(addr())
+	require.Equal(t, http.StatusOK, code, body)
+	require.Contains(t, body, "slack: ok")
 }
 
-// At most N messages per channel per minute: the rest are queued, not dropped.
+// While ClickHouse does not answer at start, /healthz is up and says so; the notifier
+// keeps trying and logs each attempt.
+func TestHealthzWhileClickHouseIsDown(t *testing.T) {
+	o := Options{ClickHouseDSN: "clickhouse://127.0.0.1:1/flagwatch", DryRun: true, DryRunText: io.Discard,
+		BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond, Logger: testLogger(t, io.Discard)}
+	addr := listen(&o)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- Run(ctx, o) }()
+	eventually(t, 30*time.Second, func() bool {
+		code, body := healthz(addr())
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "clickhouse: waiting: connecting to clickhouse://127.0.0.1:1/flagwatch")
+	}, "/healthz names what it waits for")
+	cancel()
+	select {
+	case err := <-errc:
+		require.Error(t, err, "stopped before ClickHouse answered")
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+}
+
+// While Kafka does not answer, /healthz says the notifier waits for it.
+func TestHealthzWhileKafkaIsDown(t *testing.T) {
+	e := newEnv(t, 1)
+	o := e.opts()
+	o.Brokers = "127.0.0.1:1"
+	addr := listen(&o)
+	stop := e.start(o)
+	eventually(t, 30*time.Second, func() bool {
+		code, body := healthz(addr())
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "kafka: waiting: connecting to 127.0.0.1:1") &&
+			strings.Contains(body, "clickhouse: ok")
+	}, "/healthz names what it waits for")
+	require.NoError(t, stop())
+}
+
+// At most N messages per channel per window: the rest are queued, not dropped. (The
+// limiter's decisions are tested on a fake clock in TestLimiterDecisions.)
 func TestRateLimitQueues(t *testing.T) {
 	e := newEnv(t, 1)
 	o := e.opts()
-	o.RateLimit = 2
-	o.test.rateWindow = time.Second
+	o.RateLimit, o.RateWindow = 2, 300*time.Millisecond
 	e.start(o)
 	var as []*alert.Alert
 	for _, f := range []string{"r1", "r2", "r3", "r4", "r5"} {
@@ -321,35 +450,90 @@ func TestRateLimitQueues(t *testing.T) {
 	}
 	e.produce(0, as...)
 	eventually(t, 30*time.Second, func() bool { return len(e.slack.Messages()) == 5 }, "all five posted")
-	calls := e.slack.Calls("chat.postMessage")
-	for i := 2; i < len(calls); i++ {
-		require.GreaterOrEqual(t, calls[i].At.Sub(calls[i-2].At), 990*time.Millisecond, "at most 2 per second")
+	for i, m := range e.slack.Messages() {
+		require.Equal(t, as[i].Flag, strings.Fields(m.Text)[0], "in order")
 	}
 }
 
-// --dry-run prints one JSON object per message, with channel and thread, and the log
-// still keeps a re-detection from printing again.
+// The limiter's decisions on an injected clock: two per window per channel, the third
+// waits exactly until the first leaves the window; channels are independent.
+func TestLimiterDecisions(t *testing.T) {
+	t0 := time.Date(2024, 6, 3, 9, 0, 0, 0, time.UTC)
+	now := t0
+	l := newLimiter(2, time.Minute, func() time.Time { return now })
+	require.Zero(t, l.Reserve("#a"))
+	now = now.Add(10 * time.Second)
+	require.Zero(t, l.Reserve("#a"))
+	require.Equal(t, 50*time.Second, l.Reserve("#a"), "third waits until the first is a minute old")
+	require.Zero(t, l.Reserve("#b"), "another channel is not held up")
+	now = t0.Add(time.Minute)
+	require.Zero(t, l.Reserve("#a"))
+	require.Equal(t, 10*time.Second, l.Reserve("#a"))
+
+	// Wait sleeps through the injected sleep, which moves the clock: five messages
+	// go at 0, 0, 60, 60, 120 seconds.
+	now = t0
+	l = newLimiter(2, time.Minute, func() time.Time { return now })
+	l.sleep = func(_ context.Context, d time.Duration) error { now = now.Add(d); return nil }
+	var at []time.Duration
+	for i := 0; i < 5; i++ {
+		_, err := l.Wait(context.Background(), "#a")
+		require.NoError(t, err)
+		at = append(at, now.Sub(t0))
+	}
+	require.Equal(t, []time.Duration{0, 0, time.Minute, time.Minute, 2 * time.Minute}, at)
+
+	// A property: for any arrival times, no window holds more than n grants.
+	now = t0
+	l = newLimiter(3, time.Second, func() time.Time { return now })
+	var granted []time.Time
+	for i := 0; i < 2000; i++ {
+		now = now.Add(time.Duration(i*7919%300) * time.Millisecond)
+		if l.Reserve("#c") == 0 {
+			granted = append(granted, now)
+		}
+	}
+	for i := 3; i < len(granted); i++ {
+		require.GreaterOrEqual(t, granted[i].Sub(granted[i-3]), time.Second, "grant %d", i)
+	}
+	// And a cancelled wait returns the context's error.
+	l.sleep = sleep
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for l.Reserve("#c") == 0 {
+	}
+	_, err := l.Wait(ctx, "#c")
+	require.ErrorIs(t, err, context.Canceled)
+}
+
+// --dry-run prints each message as text, writes the Block Kit JSON lines to their own
+// writer, and the log still keeps a re-detection from printing again.
 func TestDryRun(t *testing.T) {
 	e := newEnv(t, 1)
 	o := e.opts()
-	o.DryRun, o.SlackToken = true, ""
-	out := &syncBuffer{}
-	o.Stdout = out
+	o.DryRun, o.SlackToken = true, config.Secret{}
+	out, js := &syncBuffer{}, &syncBuffer{}
+	o.DryRunText, o.DryRunJSON = out, js
 	e.start(o)
 	e.produce(0, lossAlert("new-checkout"), guardrailAlert("new-checkout"), lossAlert("new-checkout"), lossAlert("marker"))
-	eventually(t, 30*time.Second, func() bool { return strings.Count(out.String(), "\n") == 3 }, "three lines")
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	var first, second map[string]any
-	require.NoError(t, json.Unmarshal([]byte(lines[0]), &first))
-	require.NoError(t, json.Unmarshal([]byte(lines[1]), &second))
-	require.Equal(t, "chat.postMessage", first["method"])
-	require.Equal(t, "#checkout", first["channel"])
-	require.NotEmpty(t, first["ts"])
-	require.Equal(t, first["ts"], second["thread_ts"])
+	eventually(t, 30*time.Second, func() bool { return strings.Count(js.String(), "\n") == 3 }, "three messages")
+	recs, err := slack.ReadRecords(strings.NewReader(js.String()))
+	require.NoError(t, err)
+	require.Len(t, recs, 3)
+	require.Equal(t, "chat.postMessage", recs[0].Method)
+	require.Equal(t, "#checkout", recs[0].Channel)
+	require.NotEmpty(t, recs[0].TS)
+	require.Equal(t, recs[0].TS, recs[1].ThreadTS)
+	b, err := json.Marshal(recs[0].Blocks)
+	require.NoError(t, err)
 	var blocks []map[string]any
-	b, _ := json.Marshal(first["blocks"])
 	require.NoError(t, json.Unmarshal(b, &blocks))
 	require.NoError(t, slacktest.ValidateBlocks(blocks))
+
+	text := out.String()
+	require.Contains(t, text, "── #checkout ──\n🔴 new-checkout — loss\nnew-checkout is losing 35% of UK purchases\n")
+	require.Contains(t, text, "── #checkout · reply in thread "+recs[0].TS+" ──\nHeadline now · 🔴 new-checkout — guardrail breached\n")
+	require.NotContains(t, text, `"blocks"`, "no JSON in the readable output")
 	require.Empty(t, e.slack.Calls(""), "dry run talks to no Slack")
 }
 
@@ -358,7 +542,7 @@ func TestDryRun(t *testing.T) {
 func TestWebhook(t *testing.T) {
 	e := newEnv(t, 1)
 	o := e.opts()
-	o.SlackToken, o.SlackWebhookURL = "", Secret(e.slack.WebhookURL())
+	o.SlackToken, o.SlackWebhookURL = config.Secret{}, config.NewSecret(e.slack.WebhookURL())
 	e.start(o)
 	e.produce(0, lossAlert("new-checkout"), guardrailAlert("new-checkout"))
 	eventually(t, 30*time.Second, func() bool { return len(e.slack.Messages()) == 2 }, "two webhook posts")
@@ -378,7 +562,7 @@ func TestConcurrentHandlersPostOnce(t *testing.T) {
 	for i := 0; i < 4; i++ {
 		o := e.opts()
 		o.ReplicaID = "r" + string(rune('a'+i))
-		s, err := start(ctx, o)
+		s, err := start(ctx, o, false)
 		require.NoError(t, err)
 		t.Cleanup(s.close)
 		procs = append(procs, s.proc)
@@ -391,27 +575,21 @@ func TestConcurrentHandlersPostOnce(t *testing.T) {
 			go func() { defer wg.Done(); errs[i] = p.handle(ctx, lossAlert(f)) }()
 		}
 		wg.Wait()
-		for _, err := range errs {
-			require.NoError(t, err)
-		}
+		require.NoError(t, errors.Join(errs...))
 	}
 	require.Len(t, e.slack.Messages(), 6)
 	require.Len(t, logRows(t, e.conn), 6)
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+// Options can be logged whole: the one Secret type (config.Secret) never prints.
+func TestOptionsNeverPrintSecrets(t *testing.T) {
+	o := Options{SlackToken: config.NewSecret("xoxb-secret"), SlackWebhookURL: config.NewSecret("https://hooks.slack.com/services/SECRET")}
+	for _, s := range []string{fmt.Sprint(o), fmt.Sprintf("%+v", o), fmt.Sprintf("%#v", o)} {
+		require.NotContains(t, s, "SECRET")
+		require.NotContains(t, s, "xoxb-secret")
+	}
+	var buf strings.Builder
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("options", "token", o.SlackToken, "webhook", o.SlackWebhookURL)
+	require.NotContains(t, buf.String(), "secret")
+	require.NotContains(t, buf.String(), "SECRET")
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/flagwatch/flagwatch/pipeline/alert"
 	"github.com/flagwatch/flagwatch/pipeline/config"
+	"github.com/flagwatch/flagwatch/pipeline/digest"
 	"github.com/flagwatch/flagwatch/pipeline/store"
 )
 
@@ -27,30 +28,22 @@ const (
 	// DefaultRateLimit is Slack's guidance for chat.postMessage: about one message per
 	// second per channel, with short bursts allowed.
 	DefaultRateLimit      = 20
+	DefaultRateWindow     = time.Minute
 	DefaultDigestSchedule = "0 9 * * MON"
 	DefaultDigestTimeZone = "UTC"
 	DefaultListenAddr     = ":9103"
 	DefaultClaimLease     = time.Minute
+	// DefaultBackoffMin and DefaultBackoffMax bound the waits between retries of a
+	// Slack or ClickHouse call (doubling, with jitter); a 429 waits its Retry-After.
+	DefaultBackoffMin = 500 * time.Millisecond
+	DefaultBackoffMax = time.Minute
+	// DefaultPollInterval is how often a notifier waiting for another one's claim looks
+	// whether the post is done.
+	DefaultPollInterval = 2 * time.Second
+	// DefaultUnhealthyAfter is how long Slack or ClickHouse calls may keep failing before
+	// /healthz says unhealthy (a single retry must not look like an outage).
+	DefaultUnhealthyAfter = 2 * time.Minute
 )
-
-// Secret is a credential. It prints, logs and marshals as "[redacted]", so an Options
-// value can be logged whole without leaking the Slack token or webhook URL.
-type Secret string
-
-// String implements fmt.Stringer.
-func (Secret) String() string { return "[redacted]" }
-
-// GoString implements fmt.GoStringer (%#v).
-func (Secret) GoString() string { return `"[redacted]"` }
-
-// LogValue implements slog.LogValuer.
-func (Secret) LogValue() slog.Value { return slog.StringValue("[redacted]") }
-
-// MarshalText implements encoding.TextMarshaler (JSON, YAML).
-func (Secret) MarshalText() ([]byte, error) { return []byte("[redacted]"), nil }
-
-// Reveal returns the secret itself, for the one place that sends it.
-func (s Secret) Reveal() string { return string(s) }
 
 // Options configure the notifier. The zero value of a field means its default.
 type Options struct {
@@ -65,35 +58,53 @@ type Options struct {
 
 	// SlackToken is the bot token (chat:write, files:write). With it, alerts are threaded
 	// and resolved incidents update their first message.
-	SlackToken Secret
+	SlackToken config.Secret
 	// SlackWebhookURL is an incoming webhook, used when there is no token: no threads, no
 	// updates, no files, one fixed channel.
-	SlackWebhookURL Secret
+	SlackWebhookURL config.Secret
 	// SlackAPIURL is the Web API base ("https://slack.com/api/"), for Slack-compatible
 	// servers and tests.
 	SlackAPIURL string
 	// DefaultChannel receives alerts without a channel of their own, the digest, and
 	// alerts whose own channel Slack rejects (channel_not_found, not_in_channel).
 	DefaultChannel string
-	// ReportBaseURL, when set, adds a link to <base>/flags/<flag> to every message.
+	// ReportBaseURL, when set, links <base>/flags/<flag> from messages whose alert has no
+	// page URL of its own, and from the digest.
 	ReportBaseURL string
 
 	// RepeatInterval is the least time between two posts of the same unresolved critical
-	// finding.
+	// finding (default 4h).
 	RepeatInterval time.Duration
-	// RateLimit is the most messages posted to one channel per minute; more wait their turn.
-	RateLimit int
+	// RateLimit is the most messages posted to one channel per RateWindow; more wait their
+	// turn (default 20 per minute).
+	RateLimit  int
+	RateWindow time.Duration
 
-	// DigestSchedule is the weekly digest's cron spec ("" disables it in run).
+	// BackoffMin and BackoffMax bound the exponential back-off between retries of Slack
+	// and ClickHouse calls (defaults 500ms and 1m); a 429 waits exactly its Retry-After.
+	BackoffMin, BackoffMax time.Duration
+	// PollInterval is how often a notifier that lost a claim checks whether the holder
+	// has posted (default 2s).
+	PollInterval time.Duration
+	// UnhealthyAfter is how long Slack posts, claims or log writes may keep failing
+	// before /healthz reports unhealthy (default 2m).
+	UnhealthyAfter time.Duration
+
+	// DigestSchedule is the weekly digest's cron spec ("" disables it in Run).
 	DigestSchedule string
 	// DigestTimeZone is the IANA zone the schedule is read in.
 	DigestTimeZone string
 
-	// DryRun prints each message's Block Kit JSON to Stdout instead of posting it. The
-	// notification log is still used, so a dry run shows what would really be posted.
-	DryRun bool
-	// Stdout receives dry-run output (os.Stdout when nil).
-	Stdout io.Writer
+	// DryRun renders each message as plain text to DryRunText instead of posting it, and,
+	// when DryRunJSON is set, writes the Block Kit payload there as one JSON object per
+	// line. The notification log is still used, so a dry run shows what would really be
+	// posted.
+	DryRun     bool
+	DryRunText io.Writer // default os.Stdout
+	DryRunJSON io.Writer // default none
+	// DryRunFiles is a directory where a dry run keeps what it would upload (the
+	// digest's chart PNG); "" keeps nothing.
+	DryRunFiles string
 
 	// ListenAddr serves /metrics and /healthz ("" disables).
 	ListenAddr string
@@ -106,33 +117,30 @@ type Options struct {
 	// call and through each back-off.
 	ClaimLease time.Duration
 
+	// Now is the clock for repeat intervals, log times and claims (default time.Now).
+	Now func() time.Time
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 
 	// Results overrides the digest's data source (default: analysis_results in ClickHouse).
-	Results ResultsSource
+	Results digest.Source
 
 	test testHooks
 }
 
-// testHooks are seams for this package's tests.
+// testHooks are seams for this package's tests that production has no use for.
 type testHooks struct {
-	now          func() time.Time
-	rateWindow   time.Duration
-	backoffMin   time.Duration
-	backoffMax   time.Duration
-	pollInterval time.Duration
 	// afterLog is called once an effect is in the log, before its offset is committed;
 	// returning true simulates a crash there (Run returns errCrashed, nothing committed).
 	afterLog func(op string) bool
-	// listening receives the metrics server's address.
+	// listening receives the ops server's address.
 	listening func(addr string)
 }
 
 // RegisterFlags binds o's fields to flags on fs, with the defaults as flag defaults. The
-// secrets are not among them: the caller reads them (cmd/notifier uses pipeline/config,
-// which takes SLACK_BOT_TOKEN / SLACK_WEBHOOK_URL or their _FILE variants) and sets
-// SlackToken and SlackWebhookURL.
+// secrets are not among them: the caller registers them with pipeline/config
+// (SLACK_BOT_TOKEN / SLACK_WEBHOOK_URL or their _FILE variants) and sets SlackToken and
+// SlackWebhookURL.
 func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Brokers, "kafka-brokers", DefaultBrokers, "comma-separated Kafka seed brokers")
 	fs.StringVar(&o.Topic, "topic", alert.Topic, "alerts topic to consume")
@@ -140,12 +148,18 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.ClickHouseDSN, "clickhouse-dsn", store.DefaultDSN, "ClickHouse DSN (notification log, analysis results)")
 	fs.StringVar(&o.SlackAPIURL, "slack-api-url", DefaultSlackAPIURL, "Slack Web API base URL")
 	fs.StringVar(&o.DefaultChannel, "default-channel", DefaultChannel, "channel for alerts without one, the digest, and fallbacks")
-	fs.StringVar(&o.ReportBaseURL, "report-base-url", "", "base URL of flag reports; messages link to <base>/flags/<flag>")
-	fs.DurationVar(&o.RepeatInterval, "repeat-interval", DefaultRepeatInterval, "least time between repeats of an unresolved critical alert")
-	fs.IntVar(&o.RateLimit, "rate-limit", DefaultRateLimit, "most messages per channel per minute (more are queued)")
+	fs.StringVar(&o.ReportBaseURL, "report-base-url", "", "base URL of flag pages; messages without a page link of their own link <base>/flags/<flag>")
+	fs.DurationVar(&o.RepeatInterval, "repeat-interval", DefaultRepeatInterval, "least time between repeats of an unresolved critical finding")
+	fs.IntVar(&o.RateLimit, "rate-limit", DefaultRateLimit, "most messages per channel per rate window (more are queued)")
+	fs.DurationVar(&o.RateWindow, "rate-window", DefaultRateWindow, "the rate limit's window")
+	fs.DurationVar(&o.BackoffMin, "backoff-min", DefaultBackoffMin, "first wait before retrying a failed Slack or ClickHouse call (doubles per attempt)")
+	fs.DurationVar(&o.BackoffMax, "backoff-max", DefaultBackoffMax, "longest wait between retries (a 429 waits its Retry-After)")
+	fs.DurationVar(&o.PollInterval, "poll-interval", DefaultPollInterval, "how often to check on a post another replica claimed")
+	fs.DurationVar(&o.UnhealthyAfter, "unhealthy-after", DefaultUnhealthyAfter, "how long Slack or ClickHouse calls may keep failing before /healthz says unhealthy")
 	fs.StringVar(&o.DigestSchedule, "digest-schedule", DefaultDigestSchedule, `weekly digest cron spec ("" disables)`)
 	fs.StringVar(&o.DigestTimeZone, "digest-tz", DefaultDigestTimeZone, "time zone of the digest schedule (IANA name)")
-	fs.BoolVar(&o.DryRun, "dry-run", false, "print Block Kit JSON to stdout instead of posting")
+	fs.BoolVar(&o.DryRun, "dry-run", false, "print messages as text to stdout instead of posting (see --dry-run-json)")
+	fs.StringVar(&o.DryRunFiles, "dry-run-files", "", "with --dry-run, keep what would be uploaded (the digest chart) in this directory")
 	fs.StringVar(&o.ListenAddr, "listen", DefaultListenAddr, `address for /metrics and /healthz ("" disables)`)
 	fs.StringVar(&o.ReplicaID, "replica-id", "", "unique name of this replica (default: host name + random suffix)")
 	fs.DurationVar(&o.ClaimLease, "claim-lease", DefaultClaimLease, "validity of a replica's claim on a post before another replica may take over")
@@ -153,41 +167,32 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 
 func (o *Options) withDefaults() (Options, error) {
 	c := *o
-	if c.Brokers == "" {
-		c.Brokers = DefaultBrokers
-	}
-	if c.Topic == "" {
-		c.Topic = alert.Topic
-	}
-	if c.Group == "" {
-		c.Group = DefaultGroup
-	}
-	if c.ClickHouseDSN == "" {
-		c.ClickHouseDSN = store.DefaultDSN
-	}
-	if c.SlackAPIURL == "" {
-		c.SlackAPIURL = DefaultSlackAPIURL
-	}
+	setDefault(&c.Brokers, DefaultBrokers)
+	setDefault(&c.Topic, alert.Topic)
+	setDefault(&c.Group, DefaultGroup)
+	setDefault(&c.ClickHouseDSN, store.DefaultDSN)
+	setDefault(&c.SlackAPIURL, DefaultSlackAPIURL)
 	if !strings.HasSuffix(c.SlackAPIURL, "/") {
 		c.SlackAPIURL += "/"
 	}
-	if c.DefaultChannel == "" {
-		c.DefaultChannel = DefaultChannel
+	setDefault(&c.DefaultChannel, DefaultChannel)
+	setDefault(&c.DigestTimeZone, DefaultDigestTimeZone)
+	setDefault(&c.RepeatInterval, DefaultRepeatInterval)
+	setDefault(&c.RateLimit, DefaultRateLimit)
+	setDefault(&c.RateWindow, DefaultRateWindow)
+	setDefault(&c.ClaimLease, DefaultClaimLease)
+	setDefault(&c.BackoffMin, DefaultBackoffMin)
+	setDefault(&c.BackoffMax, DefaultBackoffMax)
+	setDefault(&c.PollInterval, DefaultPollInterval)
+	setDefault(&c.UnhealthyAfter, DefaultUnhealthyAfter)
+	if c.BackoffMax < c.BackoffMin {
+		c.BackoffMax = c.BackoffMin
 	}
-	if c.RepeatInterval <= 0 {
-		c.RepeatInterval = DefaultRepeatInterval
+	if c.DryRunText == nil {
+		c.DryRunText = os.Stdout
 	}
-	if c.RateLimit <= 0 {
-		c.RateLimit = DefaultRateLimit
-	}
-	if c.DigestTimeZone == "" {
-		c.DigestTimeZone = DefaultDigestTimeZone
-	}
-	if c.ClaimLease <= 0 {
-		c.ClaimLease = DefaultClaimLease
-	}
-	if c.Stdout == nil {
-		c.Stdout = os.Stdout
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -199,22 +204,7 @@ func (o *Options) withDefaults() (Options, error) {
 		}
 		c.ReplicaID = host + "-" + randomID(4)
 	}
-	if c.test.now == nil {
-		c.test.now = time.Now
-	}
-	if c.test.rateWindow <= 0 {
-		c.test.rateWindow = time.Minute
-	}
-	if c.test.backoffMin <= 0 {
-		c.test.backoffMin = 500 * time.Millisecond
-	}
-	if c.test.backoffMax <= 0 {
-		c.test.backoffMax = time.Minute
-	}
-	if c.test.pollInterval <= 0 {
-		c.test.pollInterval = 2 * time.Second
-	}
-	if !c.DryRun && c.SlackToken == "" && c.SlackWebhookURL == "" {
+	if !c.DryRun && !c.SlackToken.IsSet() && !c.SlackWebhookURL.IsSet() {
 		return c, errors.New("no Slack credentials: set SLACK_BOT_TOKEN or SLACK_WEBHOOK_URL (or their _FILE variants), or use --dry-run")
 	}
 	if _, err := time.LoadLocation(c.DigestTimeZone); err != nil {
@@ -226,4 +216,11 @@ func (o *Options) withDefaults() (Options, error) {
 		}
 	}
 	return c, nil
+}
+
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
 }

@@ -2,13 +2,19 @@ package notify
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"github.com/flagwatch/flagwatch/pipeline/alert"
+	"github.com/flagwatch/flagwatch/pipeline/nflog"
+	"github.com/flagwatch/flagwatch/pipeline/ops"
+	"github.com/flagwatch/flagwatch/pipeline/render"
+	"github.com/flagwatch/flagwatch/pipeline/retry"
+	"github.com/flagwatch/flagwatch/pipeline/slack"
 )
 
 var (
@@ -18,9 +24,46 @@ var (
 	errCrashed = errors.New("simulated crash")
 )
 
+// Health components.
+const (
+	healthClickHouse = "clickhouse"
+	healthKafka      = "kafka"
+	healthSlack      = "slack"
+)
+
+// Log is the notification log as the notifier uses it (nflog.Log in ClickHouse).
+type Log interface {
+	// Entries returns a flag's entries in the order they were written.
+	Entries(ctx context.Context, flag string) ([]nflog.Entry, error)
+	// Has reports whether an effect with this op is recorded.
+	Has(ctx context.Context, op string) (bool, error)
+	// Append records the entries of one effect at once.
+	Append(ctx context.Context, es ...nflog.Entry) error
+}
+
+// Claimer arbitrates between notifiers that want to perform the same op (nflog.Claims).
+type Claimer interface {
+	Acquire(ctx context.Context, op, holder string, need time.Duration) (nflog.Claim, error)
+}
+
+// Poster sends messages to Slack (slack.Client, slack.Webhook, or the dry run).
+type Poster interface {
+	// Post sends m and returns the channel ID and the ts Slack assigned (both "" for an
+	// incoming webhook, which can neither thread nor update).
+	Post(ctx context.Context, m slack.Message) (channel, ts string, err error)
+	// Update rewrites the message at (channel ID, ts); slack.ErrUnsupported when the
+	// poster cannot.
+	Update(ctx context.Context, channel, ts string, m slack.Message) error
+}
+
+// Uploader shares a file in a channel (the digest's chart).
+type Uploader interface {
+	Upload(ctx context.Context, f slack.File) error
+}
+
 // permanentError is a Slack failure retrying cannot fix.
 type permanentError struct {
-	failure failure
+	failure slack.Failure
 	reason  string
 	err     error
 }
@@ -37,18 +80,27 @@ type processor struct {
 	uploader Uploader // nil without a token
 	limiter  *limiter
 	m        *metrics
-	health   *health
+	health   *ops.Health
 	logger   *slog.Logger
 }
 
-func (p *processor) now() time.Time { return p.o.test.now() }
+func (p *processor) now() time.Time { return p.o.Now() }
+
+func (p *processor) renderOptions() render.Options {
+	return render.Options{ReportBaseURL: p.o.ReportBaseURL, Now: p.now()}
+}
+
+func (p *processor) policy() retry.Policy {
+	return retry.Policy{Initial: p.o.BackoffMin, Max: p.o.BackoffMax}
+}
 
 // handle brings Slack in line with one alert. It returns nil when the alert needs no
 // further work (posted, suppressed, or recorded as failed for good) and the offset may be
-// committed; otherwise ctx's error or errCrashed.
+// committed; otherwise the error that stopped it (shutdown) or errCrashed.
 func (p *processor) handle(ctx context.Context, a *alert.Alert) error {
 	holder := p.o.ReplicaID + "/" + randomID(4)
-	l := p.logger.With("flag", a.Flag, "dedup_key", dedupKey(a))
+	fs := render.Findings(a)
+	l := p.logger.With("flag", a.Flag, "dedup_key", fs[0].DedupKey, "findings", len(fs))
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -57,7 +109,7 @@ func (p *processor) handle(ctx context.Context, a *alert.Alert) error {
 		if err != nil {
 			return err
 		}
-		act, skip := decide(a, st, p.now(), p.o.RepeatInterval)
+		act, skip := decide(a.Flag, fs, len(a.Findings) > 0, st, p.now(), p.o.RepeatInterval)
 		if act == nil {
 			p.m.suppressed.WithLabelValues(skip).Inc()
 			l.Debug("alert needs no message", "reason", skip)
@@ -80,10 +132,10 @@ func (p *processor) handle(ctx context.Context, a *alert.Alert) error {
 		if st, err = p.state(ctx, a.Flag); err != nil {
 			return err
 		}
-		if again, _ := decide(a, st, p.now(), p.o.RepeatInterval); again == nil || again.op != act.op {
+		if again, _ := decide(a.Flag, fs, len(a.Findings) > 0, st, p.now(), p.o.RepeatInterval); again == nil || again.op != act.op {
 			continue
 		}
-		err = p.execute(ctx, a, act, holder, l)
+		err = p.execute(ctx, a, act, holder, l.With("op", act.op))
 		if errors.Is(err, errLostClaim) {
 			l.Warn("claim expired before posting; starting over", "op", act.op)
 			continue
@@ -93,8 +145,8 @@ func (p *processor) handle(ctx context.Context, a *alert.Alert) error {
 }
 
 func (p *processor) state(ctx context.Context, flag string) (*flagState, error) {
-	var entries []Entry
-	err := p.retryStore(ctx, "read notification log", func(ctx context.Context) error {
+	var entries []nflog.Entry
+	err := p.retryStore(ctx, "read the notification log", func(ctx context.Context) error {
 		var err error
 		entries, err = p.log.Entries(ctx, flag)
 		return err
@@ -102,29 +154,22 @@ func (p *processor) state(ctx context.Context, flag string) (*flagState, error) 
 	return buildState(flag, entries), err
 }
 
-// retryStore runs a ClickHouse call until it succeeds or ctx ends: while ClickHouse is
-// away, alerts wait in Kafka.
+// retryStore runs a ClickHouse call until it succeeds, fails for good or ctx ends: while
+// ClickHouse is away, alerts wait in Kafka. Every retry is logged; /healthz turns
+// unhealthy once the calls have failed for longer than Options.UnhealthyAfter.
 func (p *processor) retryStore(ctx context.Context, what string, fn func(context.Context) error) error {
-	backoff := p.o.test.backoffMin
-	for {
+	return retry.Do(ctx, p.logger, what, p.policy(), func(ctx context.Context) error {
 		err := fn(ctx)
-		if err == nil {
-			return nil
+		if ctx.Err() == nil {
+			p.health.Report(healthClickHouse, err)
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		p.logger.Warn("ClickHouse call failed, will retry", "what", what, "backoff", backoff, "err", err)
-		if err := sleep(ctx, backoff); err != nil {
-			return err
-		}
-		backoff = min(2*backoff, p.o.test.backoffMax)
-	}
+		return err
+	})
 }
 
-func (p *processor) acquire(ctx context.Context, op, holder string, need time.Duration) (Claim, error) {
-	var c Claim
-	err := p.retryStore(ctx, "claim", func(ctx context.Context) error {
+func (p *processor) acquire(ctx context.Context, op, holder string, need time.Duration) (nflog.Claim, error) {
+	var c nflog.Claim
+	err := p.retryStore(ctx, "claim "+op, func(ctx context.Context) error {
 		var err error
 		c, err = p.claims.Acquire(ctx, op, holder, need)
 		return err
@@ -145,20 +190,20 @@ func (p *processor) ensure(ctx context.Context, op, holder string, need time.Dur
 }
 
 // waitFor waits until op is in the log or its holder's claim has expired.
-func (p *processor) waitFor(ctx context.Context, op string, c Claim) error {
+func (p *processor) waitFor(ctx context.Context, op string, c nflog.Claim) error {
 	for {
-		if err := sleep(ctx, min(p.o.test.pollInterval, max(time.Until(c.Expires), 10*time.Millisecond))); err != nil {
+		if err := sleep(ctx, min(p.o.PollInterval, max(c.Expires.Sub(p.now()), 10*time.Millisecond))); err != nil {
 			return err
 		}
 		var done bool
-		if err := p.retryStore(ctx, "look up op", func(ctx context.Context) error {
+		if err := p.retryStore(ctx, "look up "+op, func(ctx context.Context) error {
 			var err error
 			done, err = p.log.Has(ctx, op)
 			return err
 		}); err != nil {
 			return err
 		}
-		if done || !time.Now().Before(c.Expires) {
+		if done || !p.now().Before(c.Expires) {
 			return nil
 		}
 	}
@@ -167,59 +212,61 @@ func (p *processor) waitFor(ctx context.Context, op string, c Claim) error {
 // call runs one Slack call for op until it succeeds or fails for good. Before each
 // attempt it waits for the channel's rate limit and renews the claim; the call itself
 // runs on a context that shutdown does not cancel (a post cut off mid-flight may or may
-// not have reached Slack), bounded by httpTimeout. 429s wait Retry-After; 5xx, network
-// and auth errors back off exponentially.
+// not have reached Slack), bounded by slack.Timeout. A 429 waits Retry-After; 5xx,
+// network and credential errors back off exponentially; each retry is logged with its
+// reason.
 func (p *processor) call(ctx context.Context, op, holder, channel string, fn func(context.Context) error) error {
-	backoff := p.o.test.backoffMin
-	for attempt := 1; ; attempt++ {
-		if err := p.limiter.Wait(ctx, channel); err != nil {
-			return err
+	what := "Slack call for " + op + " in " + channel
+	return retry.Do(ctx, p.logger, what, p.policy(), func(ctx context.Context) error {
+		waited, err := p.limiter.Wait(ctx, channel)
+		if err != nil {
+			return retry.Permanent(err)
+		}
+		if waited > 0 {
+			p.m.rateWaits.Inc()
+			p.logger.Debug("waited for the channel's rate limit", "channel", channel, "op", op, "waited", waited.String())
 		}
 		if err := p.ensure(ctx, op, holder, p.o.ClaimLease); err != nil {
-			return err
+			return retry.Permanent(err)
 		}
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), httpTimeout)
-		err := fn(cctx)
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), slack.Timeout)
+		err = fn(cctx)
 		cancel()
 		if err == nil {
-			p.health.ok()
+			p.health.Report(healthSlack, nil)
 			return nil
 		}
-		f, reason, wait := classify(err)
+		f, reason, retryAfter := slack.Classify(err)
 		p.m.slackErrors.WithLabelValues(reason).Inc()
 		switch f {
-		case failChannel, failPermanent:
-			return &permanentError{failure: f, reason: reason, err: err}
-		case failAuth:
-			p.health.fail(reason)
-			p.logger.Error("Slack rejects the credentials; alerts are kept until it accepts them",
-				"channel", channel, "op", op, "attempt", attempt, "retry_in", backoff, "err", err)
+		case slack.Channel, slack.Permanent:
+			// Slack answered: it is the channel or the message, not Slack, that fails.
+			p.health.Report(healthSlack, nil)
+			return retry.Permanent(&permanentError{failure: f, reason: reason, err: err})
+		case slack.Auth:
+			err = fmt.Errorf("Slack rejects the credentials (%s); alerts are kept until it accepts them: %w", reason, err)
+		default:
+			err = fmt.Errorf("%s: %w", reason, err)
 		}
-		if wait == 0 {
-			wait = backoff + rand.N(backoff/5+1)
-			limit := p.o.test.backoffMax
-			if f == failAuth {
-				limit *= 5
-			}
-			backoff = min(2*backoff, limit)
-		}
-		if f != failAuth {
-			p.logger.Warn("Slack call failed, will retry", "channel", channel, "op", op, "attempt", attempt,
-				"reason", reason, "wait", wait, "err", err)
-		}
+		p.health.Report(healthSlack, err)
 		// Hold the claim through the wait, so no other notifier takes over a post we are
 		// about to retry.
-		if err := p.ensure(ctx, op, holder, wait+p.o.ClaimLease); err != nil {
-			return err
+		hold := p.o.BackoffMax
+		if retryAfter > 0 {
+			hold = retryAfter
 		}
-		if err := sleep(ctx, wait); err != nil {
-			return err
+		if err := p.ensure(ctx, op, holder, hold+p.o.ClaimLease); err != nil {
+			return retry.Permanent(err)
 		}
-	}
+		if retryAfter > 0 {
+			return retry.After(err, retryAfter)
+		}
+		return err
+	})
 }
 
 // post sends m for op, returning the channel ID and ts.
-func (p *processor) post(ctx context.Context, op, holder string, m Message) (channel, ts string, err error) {
+func (p *processor) post(ctx context.Context, op, holder string, m slack.Message) (channel, ts string, err error) {
 	err = p.call(ctx, op, holder, m.Channel, func(ctx context.Context) error {
 		var err error
 		channel, ts, err = p.poster.Post(ctx, m)
@@ -230,7 +277,7 @@ func (p *processor) post(ctx context.Context, op, holder string, m Message) (cha
 
 // record writes the log entries of an effect that happened. It keeps trying after
 // shutdown began, for a while: an effect missing from the log is posted again later.
-func (p *processor) record(ctx context.Context, es ...Entry) error {
+func (p *processor) record(ctx context.Context, es ...nflog.Entry) error {
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() {
@@ -238,7 +285,7 @@ func (p *processor) record(ctx context.Context, es ...Entry) error {
 		context.AfterFunc(rctx, func() { t.Stop() })
 	})
 	defer stop()
-	if err := p.retryStore(rctx, "write notification log", func(ctx context.Context) error {
+	if err := p.retryStore(rctx, "write the notification log", func(ctx context.Context) error {
 		return p.log.Append(ctx, es...)
 	}); err != nil {
 		p.logger.Error("posted but could not record it; it will be posted again", "op", es[0].Op, "flag", es[0].Flag, "err", err)
@@ -250,79 +297,86 @@ func (p *processor) record(ctx context.Context, es ...Entry) error {
 	return nil
 }
 
-func (p *processor) entry(a *alert.Alert, act *action, holder string) Entry {
-	return Entry{Op: act.op, Flag: a.Flag, Incident: act.incident.id, Kind: act.kind, DedupKey: act.key,
-		Decision: a.Decision, Severity: a.Severity, Replica: holder, At: p.now()}
+// entries are the log rows of one effect: one per finding it is about.
+func (p *processor) entries(a *alert.Alert, act *action, holder string, kind string, fs []alert.Finding) []nflog.Entry {
+	es := make([]nflog.Entry, len(fs))
+	for i, f := range fs {
+		es[i] = nflog.Entry{Op: act.op, Flag: a.Flag, Incident: act.incident.id, Kind: kind, DedupKey: f.DedupKey,
+			Decision: f.Decision, Severity: f.Severity, Replica: holder, At: p.now()}
+	}
+	return es
+}
+
+func (p *processor) channelOf(a *alert.Alert) string {
+	if a.SlackChannel != "" {
+		return a.SlackChannel
+	}
+	return p.o.DefaultChannel
 }
 
 // execute performs a claimed action and records it.
 func (p *processor) execute(ctx context.Context, a *alert.Alert, act *action, holder string, l *slog.Logger) error {
-	if act.kind == kindResolve {
-		return p.resolve(ctx, a, act, holder, l)
+	if act.kind == nflog.KindOpen {
+		return p.open(ctx, a, act, holder, l)
 	}
-	kind := renderFirst
-	switch act.kind {
-	case kindReply:
-		kind = renderUpdate
-	case kindRepeat:
-		kind = renderRepeat
-	}
-	m := renderAlert(a, kind, p.o.ReportBaseURL, p.now())
-	m.Metadata.EventPayload["op"] = act.op
-	wanted := a.SlackChannel
-	if wanted == "" {
-		wanted = p.o.DefaultChannel
-	}
-	m.Channel = wanted
-	if parent := act.incident.parent; act.kind != kindOpen && parent != nil {
-		m.Channel, m.ThreadTS = parent.Channel, parent.TS
-		m.Broadcast = act.kind == kindRepeat
-		if m.Channel == "" { // webhook: the incident has no channel ID and no thread
-			m.Channel = wanted
-		}
-	}
+	return p.reply(ctx, a, act, holder, l)
+}
+
+// open posts an incident's first message; a channel Slack rejects falls back to the
+// default channel with a note.
+func (p *processor) open(ctx context.Context, a *alert.Alert, act *action, holder string, l *slog.Logger) error {
+	m := render.Opening(a, p.renderOptions())
+	render.SetOp(&m, act.op)
+	m.Channel = p.channelOf(a)
 	ch, ts, err := p.post(ctx, act.op, holder, m)
 	var pe *permanentError
-	if errors.As(err, &pe) && pe.failure == failChannel && act.kind == kindOpen && m.Channel != p.o.DefaultChannel {
+	if errors.As(err, &pe) && pe.failure == slack.Channel && m.Channel != p.o.DefaultChannel {
 		l.Error("cannot post to the alert's channel; posting to the default channel", "channel", m.Channel,
 			"reason", pe.reason, "err", err)
-		m = withFallbackNote(m, m.Channel, pe.reason)
+		m = render.FallbackNote(m, m.Channel, pe.reason)
 		m.Channel = p.o.DefaultChannel
 		ch, ts, err = p.post(ctx, act.op, holder, m)
 	}
-	e := p.entry(a, act, holder)
-	e.Message = m.marshalBody()
-	e.ThreadTS = m.ThreadTS
+	es := p.entries(a, act, holder, nflog.KindOpen, act.open)
 	switch {
 	case errors.As(err, &pe):
-		e.Status, e.Error, e.Channel = statusFailed, pe.reason, m.Channel
-		p.m.failed.WithLabelValues(pe.reason).Inc()
-		l.Error("Slack rejected the alert for good; recorded as failed, will retry on the next detection after the repeat interval",
-			"channel", m.Channel, "reason", pe.reason, "err", err)
+		p.failed(es, m, pe, l)
 	case err != nil:
 		return err
 	default:
 		if ch == "" {
 			ch = m.Channel
 		}
-		e.Status, e.Channel, e.TS = statusPosted, ch, ts
-		p.m.sent.WithLabelValues(act.kind).Inc()
-		l.Info("posted alert", "channel", ch, "kind", act.kind, "ts", ts, "thread_ts", m.ThreadTS)
+		body := m.MarshalBody()
+		for i := range es {
+			es[i].Status, es[i].Channel, es[i].TS, es[i].Message = nflog.StatusPosted, ch, ts, body
+		}
+		p.m.sent.WithLabelValues(nflog.KindOpen).Inc()
+		l.Info("opened the incident's thread", "channel", ch, "ts", ts, "findings", len(act.open))
 	}
-	return p.record(ctx, e)
+	return p.record(ctx, es...)
 }
 
-// resolve marks findings resolved: the incident's first message is rewritten first (an
-// idempotent update, harmless to repeat after a crash), then the thread reply is posted
-// and recorded.
-func (p *processor) resolve(ctx context.Context, a *alert.Alert, act *action, holder string, l *slog.Logger) error {
+func (p *processor) failed(es []nflog.Entry, m slack.Message, pe *permanentError, l *slog.Logger) {
+	for i := range es {
+		es[i].Status, es[i].Error, es[i].Channel = nflog.StatusFailed, pe.reason, m.Channel
+	}
+	p.m.failed.WithLabelValues(pe.reason).Inc()
+	l.Error("Slack rejected the message for good; recorded as failed, will try again on a detection after the repeat interval",
+		"channel", m.Channel, "reason", pe.reason, "err", pe)
+}
+
+// reply posts what is new in an open incident as a thread reply. When the reply closes
+// the incident, the first message is rewritten as resolved first (an idempotent update,
+// harmless to repeat after a crash).
+func (p *processor) reply(ctx context.Context, a *alert.Alert, act *action, holder string, l *slog.Logger) error {
 	parent := act.incident.parent
-	if act.closes && parent.TS != "" {
-		old, err := unmarshalBody(parent.Message)
+	if act.update.Closes && parent.TS != "" {
+		old, err := slack.UnmarshalBody(parent.Message)
 		if err != nil {
 			l.Warn("cannot read the incident's first message; not marking it resolved", "err", err)
 		} else {
-			upd := markResolved(old, a, p.now())
+			upd := render.MarkResolved(old, a, p.now())
 			err = p.call(ctx, act.op, holder, parent.Channel, func(ctx context.Context) error {
 				return p.poster.Update(ctx, parent.Channel, parent.TS, upd)
 			})
@@ -335,36 +389,45 @@ func (p *processor) resolve(ctx context.Context, a *alert.Alert, act *action, ho
 			}
 		}
 	}
-	m := renderResolved(a, act.keys, act.closes, p.now())
-	m.Metadata.EventPayload["op"] = act.op
+	m := render.Reply(a, act.update, p.renderOptions())
+	render.SetOp(&m, act.op)
 	m.Channel, m.ThreadTS = parent.Channel, parent.TS
-	if m.Channel == "" {
-		m.Channel = p.o.DefaultChannel
+	m.Broadcast = len(act.update.Repeat) > 0 && m.ThreadTS != ""
+	if m.Channel == "" { // webhook: the incident has no channel ID and no thread
+		m.Channel = p.channelOf(a)
 	}
 	ch, ts, err := p.post(ctx, act.op, holder, m)
-	base := p.entry(a, act, holder)
-	base.Message, base.ThreadTS = m.marshalBody(), m.ThreadTS
+
+	es := p.entries(a, act, holder, nflog.KindReply, act.update.New)
+	es = append(es, p.entries(a, act, holder, nflog.KindRepeat, act.update.Repeat)...)
+	for _, k := range act.resolveKeys {
+		es = append(es, nflog.Entry{Op: act.op, Flag: a.Flag, Incident: act.incident.id, Kind: nflog.KindResolve,
+			DedupKey: k, Decision: alert.Resolved, Severity: alert.Info, Replica: holder, At: p.now()})
+	}
 	var pe *permanentError
 	switch {
 	case errors.As(err, &pe):
-		base.Status, base.Error, base.Channel = statusFailed, pe.reason, m.Channel
-		p.m.failed.WithLabelValues(pe.reason).Inc()
-		l.Error("could not post the resolution; recorded the findings as resolved anyway", "channel", m.Channel,
-			"reason", pe.reason, "err", err)
+		// Resolutions stand even when the message saying so could not be posted.
+		p.failed(es, m, pe, l)
 	case err != nil:
 		return err
 	default:
 		if ch == "" {
 			ch = m.Channel
 		}
-		base.Status, base.Channel, base.TS = statusPosted, ch, ts
-		p.m.sent.WithLabelValues(kindResolve).Inc()
-		l.Info("posted resolution", "channel", ch, "ts", ts, "closes", act.closes, "findings", len(act.keys))
-	}
-	es := make([]Entry, len(act.keys))
-	for i, k := range act.keys {
-		es[i] = base
-		es[i].DedupKey = k
+		for i := range es {
+			es[i].Status, es[i].Channel, es[i].TS, es[i].ThreadTS = nflog.StatusPosted, ch, ts, m.ThreadTS
+		}
+		p.m.sent.WithLabelValues(nflog.KindReply).Inc()
+		l.Info("replied in the incident's thread", "channel", ch, "ts", ts, "thread_ts", m.ThreadTS,
+			"new", len(act.update.New), "repeated", len(act.update.Repeat), "resolved", len(act.resolveKeys),
+			"headline_changed", act.update.HeadlineChanged, "closes", act.update.Closes)
 	}
 	return p.record(ctx, es...)
+}
+
+func randomID(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }

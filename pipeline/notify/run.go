@@ -4,110 +4,149 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"time"
 
 	"github.com/robfig/cron/v3"
 
+	"github.com/flagwatch/flagwatch/pipeline/config"
+	"github.com/flagwatch/flagwatch/pipeline/digest"
+	"github.com/flagwatch/flagwatch/pipeline/nflog"
+	"github.com/flagwatch/flagwatch/pipeline/ops"
+	"github.com/flagwatch/flagwatch/pipeline/retry"
+	"github.com/flagwatch/flagwatch/pipeline/slack"
 	"github.com/flagwatch/flagwatch/pipeline/store"
 )
 
+// connectAttempt bounds one attempt to reach ClickHouse or Kafka at start-up, so that
+// each failed attempt is reported (log and /healthz) instead of one silent wait.
+const connectAttempt = 10 * time.Second
+
 // service is everything Run and SendDigest share.
 type service struct {
-	o     Options
-	conn  store.Conn
-	proc  *processor
-	m     *metrics
-	src   ResultsSource
-	close func()
+	o      Options
+	conn   store.Conn
+	proc   *processor
+	m      *metrics
+	health *ops.Health
+	src    digest.Source
+	close  func()
 }
 
-func start(ctx context.Context, opts Options) (*service, error) {
+func start(ctx context.Context, opts Options, serve bool) (*service, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	conn, err := store.Open(ctx, o.ClickHouseDSN)
-	if err != nil {
+	m := newMetrics()
+	h := &ops.Health{}
+	for _, c := range []string{healthClickHouse, healthKafka, healthSlack} {
+		h.Grace(c, o.UnhealthyAfter)
+	}
+	s := &service{o: o, m: m, health: h, close: func() {}}
+	if serve && o.ListenAddr != "" {
+		// Served before anything is connected, so /healthz says what the notifier waits for.
+		srv, err := ops.Serve(ctx, o.ListenAddr, m.reg, h, o.Logger)
+		if err != nil {
+			return nil, err
+		}
+		s.close = func() { _ = srv.Close() }
+		o.Logger.Info("serving /metrics and /healthz", "addr", srv.Addr.String())
+		if o.test.listening != nil {
+			o.test.listening(srv.Addr.String())
+		}
+	}
+	fail := func(err error) (*service, error) {
+		s.close()
 		return nil, err
 	}
-	if err := store.Migrate(ctx, conn); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("migrate clickhouse: %w", err)
+	conn, err := connectClickHouse(ctx, o, h)
+	if err != nil {
+		return fail(err)
 	}
-	m := newMetrics()
+	closeSrv := s.close
+	s.conn, s.close = conn, func() { conn.Close(); closeSrv() }
+	if err := retry.Do(ctx, o.Logger, "migrate ClickHouse", retry.Policy{Initial: o.BackoffMin, Max: o.BackoffMax}, func(ctx context.Context) error {
+		err := store.Migrate(ctx, conn)
+		h.Report(healthClickHouse, err)
+		return err
+	}); err != nil {
+		return fail(fmt.Errorf("migrate clickhouse: %w", err))
+	}
 	p := &processor{
 		o:       o,
-		log:     &chLog{conn: conn},
-		claims:  &chClaims{conn: conn, now: time.Now, lease: o.ClaimLease},
-		limiter: newLimiter(o.RateLimit, o.test.rateWindow),
+		log:     nflog.NewLog(conn),
+		claims:  nflog.NewClaims(conn, o.ClaimLease, o.Now),
+		limiter: newLimiter(o.RateLimit, o.RateWindow, o.Now),
 		m:       m,
-		health:  &health{},
+		health:  h,
 		logger:  o.Logger,
 	}
 	switch {
 	case o.DryRun:
-		d := &dryRun{w: o.Stdout, now: o.test.now}
+		d := &dryRun{text: o.DryRunText, json: o.DryRunJSON, files: o.DryRunFiles, now: o.Now}
 		p.poster, p.uploader = d, d
 		o.Logger.Info("dry run: printing messages instead of posting")
-	case o.SlackToken != "":
-		sp := newSlackPoster(o.SlackToken, o.SlackAPIURL)
-		who, err := sp.AuthTest(ctx)
-		if f, reason, _ := classify(err); err != nil && f == failAuth {
-			conn.Close()
-			return nil, fmt.Errorf("slack rejects the bot token (%s): %w", reason, err)
+	case o.SlackToken.IsSet():
+		c := slack.NewClient(o.SlackToken, o.SlackAPIURL)
+		who, err := c.AuthTest(ctx)
+		if f, reason, _ := slack.Classify(err); err != nil && f == slack.Auth {
+			return fail(fmt.Errorf("slack rejects the bot token (%s): %w", reason, err))
 		} else if err != nil {
 			o.Logger.Warn("could not check the Slack token; going on", "err", err)
 		} else {
 			o.Logger.Info("connected to Slack", "as", who, "api", o.SlackAPIURL)
 		}
-		p.poster, p.uploader = sp, sp
+		p.poster, p.uploader = c, c
 	default:
-		p.poster = &webhookPoster{url: o.SlackWebhookURL, client: &http.Client{Timeout: httpTimeout}}
+		p.poster = slack.NewWebhook(o.SlackWebhookURL)
 		o.Logger.Info("posting through an incoming webhook: no threads, updates or files")
 	}
-	src := o.Results
-	if src == nil {
-		src = chResults{conn: conn}
+	s.proc = p
+	s.src = o.Results
+	if s.src == nil {
+		s.src = digest.ClickHouse{Conn: conn}
 	}
-	return &service{o: o, conn: conn, proc: p, m: m, src: src, close: func() { conn.Close() }}, nil
+	return s, nil
+}
+
+// connectClickHouse opens the store, reporting each failed attempt on /healthz as what the
+// notifier waits for.
+func connectClickHouse(ctx context.Context, o Options, h *ops.Health) (store.Conn, error) {
+	where := config.RedactURL(o.ClickHouseDSN)
+	h.Waiting(healthClickHouse, "connecting to "+where)
+	var conn store.Conn
+	err := retry.Do(ctx, o.Logger, "connect to ClickHouse at "+where, retry.Policy{Initial: o.BackoffMin, Max: o.BackoffMax},
+		func(ctx context.Context) error {
+			actx, cancel := context.WithTimeout(ctx, connectAttempt)
+			defer cancel()
+			c, err := store.Open(actx, o.ClickHouseDSN)
+			if err != nil {
+				h.Waiting(healthClickHouse, "connecting to "+where+": "+err.Error())
+				return err
+			}
+			conn = c
+			return nil
+		})
+	if err != nil {
+		return nil, err
+	}
+	h.Report(healthClickHouse, nil)
+	return conn, nil
 }
 
 // Run consumes alerts and posts them until ctx ends, running the weekly digest on its
 // schedule. It returns nil after a clean shutdown: the alert in hand is finished or left
 // uncommitted, finished ones are committed.
 func Run(ctx context.Context, opts Options) error {
-	s, err := start(ctx, opts)
+	s, err := start(ctx, opts, true)
 	if err != nil {
 		return err
 	}
 	defer s.close()
 	o := s.o
 	o.Logger.Info("notifier starting", "replica", o.ReplicaID, "brokers", o.Brokers, "topic", o.Topic, "group", o.Group,
-		"default_channel", o.DefaultChannel, "repeat_interval", o.RepeatInterval, "rate_limit", o.RateLimit)
-
-	if o.ListenAddr != "" {
-		ln, err := net.Listen("tcp", o.ListenAddr)
-		if err != nil {
-			return fmt.Errorf("listen on %s: %w", o.ListenAddr, err)
-		}
-		srv := &http.Server{Handler: s.m.handler(s.proc.health), ReadHeaderTimeout: 10 * time.Second}
-		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				o.Logger.Error("metrics server stopped", "err", err)
-			}
-		}()
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			_ = srv.Shutdown(sctx)
-		}()
-		o.Logger.Info("serving /metrics and /healthz", "addr", ln.Addr().String())
-		if o.test.listening != nil {
-			o.test.listening(ln.Addr().String())
-		}
-	}
+		"default_channel", o.DefaultChannel, "repeat_interval", o.RepeatInterval.String(), "rate_limit", o.RateLimit,
+		"rate_window", o.RateWindow.String())
 
 	if o.DigestSchedule != "" {
 		loc, _ := time.LoadLocation(o.DigestTimeZone) // validated in withDefaults
@@ -128,7 +167,7 @@ func Run(ctx context.Context, opts Options) error {
 			"next", sched.Next(time.Now().In(loc)))
 	}
 
-	err = newConsumer(o, s.proc, s.m).run(ctx)
+	err = newConsumer(o, s.proc, s.m, s.health).run(ctx)
 	if err != nil && !errors.Is(err, errCrashed) && ctx.Err() == nil {
 		return fmt.Errorf("consume %s: %w", o.Topic, err)
 	}
@@ -142,13 +181,13 @@ func Run(ctx context.Context, opts Options) error {
 // SendDigest sends the weekly digest now (`notifier digest --now`). It is logged like a
 // scheduled one, under the current second, so running it twice sends it twice.
 func SendDigest(ctx context.Context, opts Options) error {
-	s, err := start(ctx, opts)
+	s, err := start(ctx, opts, false)
 	if err != nil {
 		return err
 	}
 	defer s.close()
 	loc, _ := time.LoadLocation(s.o.DigestTimeZone)
-	at := s.o.test.now().In(loc).Truncate(time.Second)
+	at := s.o.Now().In(loc).Truncate(time.Second)
 	op := "digest|" + s.o.DefaultChannel + "|now|" + at.Format(time.RFC3339)
 	return s.proc.sendDigest(ctx, s.src, at, op)
 }

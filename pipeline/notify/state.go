@@ -1,28 +1,33 @@
 package notify
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/flagwatch/flagwatch/pipeline/alert"
+	"github.com/flagwatch/flagwatch/pipeline/nflog"
+	"github.com/flagwatch/flagwatch/pipeline/render"
 )
 
 // An incident is one flag's run of findings from its first message until every finding
-// in it is resolved; its findings are threaded under that first message. Incidents are
-// numbered per flag: "new-checkout#1", "new-checkout#2", …
+// in it is resolved; everything said about it is threaded under that first message.
+// Incidents are numbered per flag: "new-checkout#1", "new-checkout#2", …
 
-// finding is one dedup key within an incident.
+// finding is what the log says about one dedup key within an incident.
 type finding struct {
 	open       bool
+	decision   string
 	lastPosted time.Time
 	lastFailed time.Time
 }
 
 type incident struct {
 	id       string
-	parent   *Entry // the posted kindOpen entry; nil while not opened
+	parent   *nflog.Entry // a posted KindOpen entry; nil while not opened
 	findings map[string]*finding
 }
 
@@ -35,6 +40,22 @@ func (in *incident) openKeys() []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// headline is the open finding the thread leads with: the most important by
+// alert.Priority, then by key — the order the analyzer uses.
+func (in *incident) headline() string {
+	best := ""
+	for _, k := range in.openKeys() {
+		p, bp := alert.Priority(in.findings[k].decision), 0
+		if best != "" {
+			bp = alert.Priority(in.findings[best].decision)
+		}
+		if best == "" || p < bp || (p == bp && k < best) {
+			best = k
+		}
+	}
+	return best
 }
 
 func (in *incident) finding(key string) *finding {
@@ -65,7 +86,7 @@ func incidentNumber(id string) int {
 	return n
 }
 
-// slotOf strips an op's sequence number: "post|f#1|key|2" → "post|f#1|key".
+// slotOf strips an op's sequence number: "reply|f#1|ab12|2" → "reply|f#1|ab12".
 func slotOf(op string) string {
 	if i := strings.LastIndexByte(op, '|'); i >= 0 {
 		return op[:i]
@@ -73,7 +94,7 @@ func slotOf(op string) string {
 	return op
 }
 
-func buildState(flag string, entries []Entry) *flagState {
+func buildState(flag string, entries []nflog.Entry) *flagState {
 	st := &flagState{flag: flag, incidents: map[int]*incident{}, slots: map[string]int{}}
 	seen := map[string]bool{}
 	for i := range entries {
@@ -88,27 +109,25 @@ func buildState(flag string, entries []Entry) *flagState {
 		}
 		in := st.incident(n)
 		f := in.finding(e.DedupKey)
-		if e.Kind == kindResolve {
+		if e.Kind == nflog.KindResolve {
 			// A finding that no longer holds is resolved even if the message saying so
 			// could not be posted.
 			f.open = false
 			continue
 		}
-		if e.Status != statusPosted {
+		if e.Status != nflog.StatusPosted {
 			f.lastFailed = e.At
 			continue
 		}
 		switch e.Kind {
-		case kindOpen:
+		case nflog.KindOpen:
 			if in.parent == nil {
 				in.parent = e
 			}
-			if n > st.lastOpen {
-				st.lastOpen = n
-			}
-			f.open, f.lastPosted = true, e.At
-		case kindReply, kindRepeat:
-			f.open, f.lastPosted = true, e.At
+			st.lastOpen = max(st.lastOpen, n)
+			f.open, f.lastPosted, f.decision = true, e.At, e.Decision
+		case nflog.KindReply, nflog.KindRepeat:
+			f.open, f.lastPosted, f.decision = true, e.At, e.Decision
 		}
 	}
 	return st
@@ -134,14 +153,16 @@ func (st *flagState) current() *incident {
 
 func (st *flagState) op(slot string) string { return slot + "|" + strconv.Itoa(st.slots[slot]) }
 
-// action is what an alert calls for, given the log.
+// action is what an alert calls for, given the log: open an incident with every current
+// finding, or reply in its thread with what is new, due again, or resolved.
 type action struct {
-	kind     string // kindOpen, kindReply, kindRepeat, kindResolve
+	kind     string // nflog.KindOpen or nflog.KindReply
 	op       string
 	incident *incident
-	key      string   // the finding posted (open, reply, repeat)
-	keys     []string // the findings resolved
-	closes   bool     // the resolve leaves nothing open
+	open     []alert.Finding // KindOpen: the findings the first message shows
+	update   render.Update   // KindReply
+	// resolveKeys are the open keys the reply's resolutions close.
+	resolveKeys []string
 }
 
 // Reasons an alert needs no message, for the suppressed metric.
@@ -151,52 +172,108 @@ const (
 	skipRecentFailure = "failed_recently"
 )
 
-// decide compares an alert with the log. Every op it names is a deterministic function
-// of the log, so two notifiers looking at the same log name the same op and the claim
-// on it picks one of them.
-func decide(a *alert.Alert, st *flagState, now time.Time, repeat time.Duration) (*action, string) {
-	if a.Decision == alert.Resolved {
-		in := st.current()
-		if in == nil {
-			return nil, skipNothingOpen
+// decide compares an alert's findings (render.Findings order: headline first) with the
+// log. Every op it names is a deterministic function of the findings and the log, so two
+// notifiers looking at the same log name the same op and the claim on it picks one.
+//
+// whole says fs are all the flag's current findings (an alert with Findings), so its
+// first is the headline; otherwise (an alert from before incidents, one finding) the
+// headline is the most important of what is open in the thread and new.
+func decide(flag string, fs []alert.Finding, whole bool, st *flagState, now time.Time, repeat time.Duration) (*action, string) {
+	var active, resolved []alert.Finding
+	for _, f := range fs {
+		if f.Decision == alert.Resolved {
+			resolved = append(resolved, f)
+		} else {
+			active = append(active, f)
 		}
-		prefix := alert.DedupKey(a.Flag, a.Metric, a.Segment, "")
-		var keys []string
-		open := in.openKeys()
-		for _, k := range open {
-			if strings.HasPrefix(k, prefix) {
-				keys = append(keys, k)
-			}
-		}
-		if len(keys) == 0 {
-			return nil, skipNothingOpen
-		}
-		return &action{kind: kindResolve, op: st.op("resolve|" + in.id + "|" + prefix), incident: in,
-			keys: keys, closes: len(keys) == len(open)}, ""
 	}
-	key := dedupKey(a)
-	if in := st.current(); in != nil {
+	failedRecently := func(in *incident, key string) bool {
 		f := in.findings[key]
-		switch {
-		case f != nil && f.open && a.Severity == alert.Critical && now.Sub(f.lastPosted) >= repeat:
-			return &action{kind: kindRepeat, op: st.op("post|" + in.id + "|" + key), incident: in, key: key}, ""
-		case f != nil && f.open:
-			return nil, skipDuplicate
-		case f != nil && !f.lastFailed.IsZero() && now.Sub(f.lastFailed) < repeat:
+		return f != nil && !f.lastFailed.IsZero() && now.Sub(f.lastFailed) < repeat
+	}
+
+	in := st.current()
+	if in == nil {
+		if len(active) == 0 {
+			return nil, skipNothingOpen
+		}
+		next := st.incident(st.lastOpen + 1)
+		if failedRecently(next, active[0].DedupKey) {
 			return nil, skipRecentFailure
 		}
-		return &action{kind: kindReply, op: st.op("post|" + in.id + "|" + key), incident: in, key: key}, ""
+		return &action{kind: nflog.KindOpen, op: st.op("open|" + next.id), incident: next, open: active}, ""
 	}
-	in := st.incident(st.lastOpen + 1)
-	if f := in.findings[key]; f != nil && !f.lastFailed.IsZero() && now.Sub(f.lastFailed) < repeat {
-		return nil, skipRecentFailure
+
+	act := &action{kind: nflog.KindReply, incident: in}
+	var tags []string
+	for _, f := range active {
+		cur := in.findings[f.DedupKey]
+		switch {
+		case cur != nil && cur.open && f.Severity == alert.Critical && now.Sub(cur.lastPosted) >= repeat:
+			act.update.Repeat = append(act.update.Repeat, f)
+			if act.update.Since.IsZero() || cur.lastPosted.Before(act.update.Since) {
+				act.update.Since = cur.lastPosted
+			}
+			tags = append(tags, "r:"+f.DedupKey)
+		case cur != nil && cur.open:
+		case failedRecently(in, f.DedupKey):
+		default:
+			act.update.New = append(act.update.New, f)
+			tags = append(tags, "n:"+f.DedupKey)
+		}
 	}
-	return &action{kind: kindOpen, op: st.op("open|" + in.id), incident: in, key: key}, ""
+	open := in.openKeys()
+	closing := map[string]bool{}
+	for _, r := range resolved {
+		prefix := alert.DedupKey(flag, r.Metric, r.Segment, "")
+		matched := false
+		for _, k := range open {
+			if strings.HasPrefix(k, prefix) && !closing[k] {
+				closing[k], matched = true, true
+				act.resolveKeys = append(act.resolveKeys, k)
+				tags = append(tags, "x:"+k)
+			}
+		}
+		if matched {
+			act.update.Resolved = append(act.update.Resolved, r)
+		}
+	}
+	if len(tags) == 0 {
+		if len(active) == 0 {
+			return nil, skipNothingOpen
+		}
+		return nil, skipDuplicate
+	}
+	act.update.Closes = len(act.update.New) == 0 && len(act.update.Repeat) == 0 && len(closing) == len(open)
+	if len(active) > 0 {
+		act.update.HeadlineChanged = headline(active, in, closing, whole) != in.headline()
+	}
+	sort.Strings(tags)
+	sum := sha256.Sum256([]byte(strings.Join(tags, "\n")))
+	act.op = st.op("reply|" + in.id + "|" + hex.EncodeToString(sum[:6]))
+	return act, ""
 }
 
-func dedupKey(a *alert.Alert) string {
-	if a.DedupKey != "" {
-		return a.DedupKey
+// headline is the key the thread leads with after this reply.
+func headline(active []alert.Finding, in *incident, closing map[string]bool, whole bool) string {
+	if whole {
+		return active[0].DedupKey
 	}
-	return alert.DedupKey(a.Flag, a.Metric, a.Segment, a.Decision)
+	best, bestP := "", 0
+	consider := func(key, decision string) {
+		if closing[key] {
+			return
+		}
+		if p := alert.Priority(decision); best == "" || p < bestP || (p == bestP && key < best) {
+			best, bestP = key, p
+		}
+	}
+	for _, k := range in.openKeys() {
+		consider(k, in.findings[k].decision)
+	}
+	for _, f := range active {
+		consider(f.DedupKey, f.Decision)
+	}
+	return best
 }
