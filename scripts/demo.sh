@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# demo.sh — make demo: the story end to end on the embedded default. Uses the ClickHouse
-# at $FLAGWATCH_CLICKHOUSE_DSN if one answers there, otherwise starts a throw-away one
-# (installing Debian's clickhouse-server if needed) and stops it at the end.
+# demo.sh — make demo: the story end to end on the embedded default: the in-process Kafka
+# broker and the embedded ClickHouse 26 (chDB) in .demo/clickhouse. Nothing to install
+# beyond what scripts/deps.sh demo fetched, no root, no server. Set
+# FLAGWATCH_CLICKHOUSE_DSN to run it on a ClickHouse server instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dirfile=$(mktemp)
-dsn=$(CLICKHOUSE_DIR_FILE="$dirfile" scripts/clickhouse.sh ensure)
-dir=$(cat "$dirfile" 2>/dev/null || true); rm -f "$dirfile"
-if [ -n "$dir" ]; then trap 'scripts/clickhouse.sh stop "$dir"' EXIT; fi
-echo "flagwatch demo — ClickHouse at ${dsn%%\?*}"
+export CHDB_LIB_PATH=${CHDB_LIB_PATH:-$PWD/.cache/chdb/node_modules/@chdb/lib-linux-x64-gnu/libchdb.so}
+dsn=${FLAGWATCH_CLICKHOUSE_DSN:-chdb://$PWD/.demo/clickhouse}
+echo "flagwatch demo — ClickHouse: ${dsn%%\?*}"
 bin/demo --clickhouse-dsn "$dsn" --data-dir .demo "$@"

@@ -27,6 +27,7 @@ package analyze
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -107,11 +108,21 @@ type Analyzer struct {
 	// PublicURL, when set, is where the flag pages are served; alerts link to them.
 	PublicURL string
 
+	// Observers see every pass once it has emitted its incidents (progressive rollout
+	// decides its stages there). An observer's error fails the pass after the others ran.
+	Observers []PassObserver
+
 	// reader and writer default to chStore on Conn.
 	reader passReader
 	writer passWriter
 	// rollbacks runs a monitor's rollback (a.rollback by default).
 	rollbacks func(ctx context.Context, cfg *config.Rollback, al *alert.Alert) *alert.Rollback
+}
+
+// PassObserver acts on a finished pass: its rows (every flag's decisions) and the
+// incidents it emitted.
+type PassObserver interface {
+	ObservePass(ctx context.Context, pass *Pass) error
 }
 
 // passReader is what a pass reads: the flags seen in exposures, the cohort cells of its
@@ -208,7 +219,13 @@ func (a *Analyzer) Run(ctx context.Context) (*Pass, error) {
 	if err := a.alert(ctx, pass, monitors, h); err != nil {
 		return pass, err
 	}
-	return pass, nil
+	var errs []error
+	for _, o := range a.Observers {
+		if err := o.ObservePass(ctx, pass); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return pass, errors.Join(errs...)
 }
 
 // decide turns a pass's cells into rows (pure: the cells, the monitors, the latches

@@ -19,6 +19,10 @@ import (
 // cells, the monitors, the latches and the time decide every row, so each decision path
 // has a table test (decide_test.go).
 
+// srmMinExposures is the number of a flag's users before a split problem is reported
+// (SPEC §4: SRM needs 100 exposures).
+const srmMinExposures = 100
+
 // unexpectedShare is the share of a flag's users below which a variant that is not in a
 // configured split is not treated as an arm of the experiment (with fewer users than the
 // minimum per variant, too): one exposure with a mistyped variant must not become a
@@ -68,7 +72,18 @@ func (a *Analyzer) evaluateFlag(m *monitor, info *flagInfo, cells map[cellKey]*c
 	if info == nil {
 		return []Row{{Flag: f.Key, Decision: alert.InsufficientData, Reason: "no exposures yet"}}, nil
 	}
+	var flagUsers uint64
+	for _, v := range append(slices.Clone(m.variants), m.unexpected...) {
+		if c := cells[cellKey{f.Key, v, "", ""}]; c != nil {
+			flagUsers += c.n
+		}
+	}
 	for _, v := range m.unexpected {
+		if flagUsers < srmMinExposures {
+			// At launch a real arm can have one user; it is left out of the comparison
+			// but not reported until the flag has the exposures an SRM test needs.
+			break
+		}
 		var n uint64
 		if c := cells[cellKey{f.Key, v, "", ""}]; c != nil {
 			n = c.n

@@ -401,7 +401,15 @@ func recommend(fs []alert.Finding, rows []Row, flag string) string {
 	if has(alert.SRM) != nil {
 		return "Do not act on these numbers: users are not split as configured. Check how the flag assigns variants, then restart the experiment"
 	}
-	if f := has(alert.Loss); f != nil && f.Segment == nil {
+	totalLoss := func() *alert.Finding {
+		for i := range fs {
+			if fs[i].Decision == alert.Loss && fs[i].Segment == nil {
+				return &fs[i]
+			}
+		}
+		return nil
+	}
+	if f := totalLoss(); f != nil {
 		var gains []string
 		for _, g := range fs {
 			if g.Decision == alert.Win && g.Segment == nil {
@@ -415,9 +423,19 @@ func recommend(fs []alert.Finding, rows []Row, flag string) string {
 	}
 	if f := has(alert.SegmentDivergence); f != nil {
 		up, down := losers(f.Metric, f.Variant, f.Segment.Property)
+		// A segment that loses on any metric is never a target, and is named as one not
+		// to ship to.
+		_, downAny := losers("", "", f.Segment.Property)
+		up = slices.DeleteFunc(up, func(v string) bool { return slices.Contains(downAny, v) })
+		for _, v := range downAny {
+			if !slices.Contains(down, v) {
+				down = append(down, v)
+			}
+		}
+		sort.Strings(down)
 		if len(up) == 0 {
 			for _, s := range f.Numbers.Segments {
-				if s.CI[0] > 0 {
+				if s.CI[0] > 0 && !slices.Contains(down, s.Value) {
 					up = append(up, s.Value)
 				}
 			}

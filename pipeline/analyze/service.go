@@ -59,6 +59,10 @@ type Options struct {
 	Health *ops.Health
 	// OnListen is called with the HTTP server's address once it listens.
 	OnListen func(addr string)
+	// Observers see every pass (see Analyzer.Observers); NewObservers, when set, builds
+	// more of them once ClickHouse and Kafka are connected.
+	Observers    []PassObserver
+	NewObservers func(conn store.Conn, emit Emitter, mons *config.Monitors) ([]PassObserver, error)
 }
 
 // RegisterFlags binds the options to flags (also read from FLAGWATCH_* variables).
@@ -145,7 +149,14 @@ func Run(ctx context.Context, o Options) error {
 	}
 	a := &Analyzer{Conn: conn, Monitors: mons, Emitter: kafkaEmitter{cl}, Logger: o.Logger, Now: o.Now,
 		RepeatCritical: o.RepeatCritical, Lookup: o.Lookup, Replica: o.Replica,
-		RecomputeAll: o.RecomputeAll, RebuildEvery: o.RebuildEvery, PublicURL: o.PublicURL}
+		RecomputeAll: o.RecomputeAll, RebuildEvery: o.RebuildEvery, PublicURL: o.PublicURL, Observers: o.Observers}
+	if o.NewObservers != nil {
+		obs, err := o.NewObservers(conn, a.Emitter, mons)
+		if err != nil {
+			return err
+		}
+		a.Observers = append(a.Observers, obs...)
+	}
 	if o.Once {
 		pass, err := a.Run(ctx)
 		if err != nil {

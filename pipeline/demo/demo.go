@@ -1,11 +1,13 @@
 // Package demo plays flagwatch's motivating story end to end on one machine: a synthetic
 // week of a shop's traffic for three flags goes through the embedded Kafka broker,
-// ingest, one analyzer pass and the notifier, and ends in Slack messages (Block Kit JSON
-// printed, or posted when Slack credentials are set) and a summary table.
+// ingest, one analyzer pass and the notifier, and ends in the Slack thread of each flag
+// (as a person reads it; posted for real when Slack credentials are set), the weekly
+// digest, and the flag pages.
 //
 // The decision that shapes it: the demo runs the real services in-process (their Run
-// functions, talking Kafka over TCP and ClickHouse over its native protocol), so what it
-// shows is what production does, not a mock-up.
+// functions, talking Kafka over TCP, and ClickHouse — by default the embedded
+// ClickHouse 26 in the demo's directory, or any server the DSN names), so what it shows
+// is what production does, not a mock-up.
 package demo
 
 import (
@@ -35,7 +37,9 @@ import (
 	"github.com/flagwatch/flagwatch/pipeline/config"
 	"github.com/flagwatch/flagwatch/pipeline/ingest"
 	"github.com/flagwatch/flagwatch/pipeline/notify"
+	"github.com/flagwatch/flagwatch/pipeline/render"
 	"github.com/flagwatch/flagwatch/pipeline/rollback"
+	"github.com/flagwatch/flagwatch/pipeline/slack"
 	"github.com/flagwatch/flagwatch/pipeline/store"
 	"github.com/flagwatch/flagwatch/pipeline/synth"
 )
@@ -56,8 +60,8 @@ type Options struct {
 	SlackToken    string
 	SlackWebhook  string
 	SlackAPIURL   string
-	Out           io.Writer // progress and summary
-	SlackOut      io.Writer // dry-run Block Kit JSON
+	Out           io.Writer // progress, the Slack threads, the digest and the summary
+	SlackOut      io.Writer // unused; the Block Kit JSON goes to DataDir/slack-messages.jsonl
 	Logger        *slog.Logger
 	Now           time.Time
 }
@@ -68,7 +72,6 @@ type Result struct {
 	Rows          []analyze.Row
 	Alerts        int
 	RollbackCalls int
-	Database      string
 	// DSN and ConfigPath let tests run further passes on the same data.
 	DSN        string
 	ConfigPath string
@@ -162,7 +165,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res.Database, res.DSN = db, dsn
+	res.DSN = dsn
 
 	step("starting the embedded Kafka broker (kfake, data in %s)", filepath.Join(o.DataDir, "kafka"))
 	kc, err := broker.StartEmbedded("127.0.0.1:0", filepath.Join(o.DataDir, "kafka"), 4, broker.EventsTopic, broker.AlertsTopic, broker.DLQTopic)
@@ -228,29 +231,78 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	fmt.Fprintf(o.Out, "  rollback webhook calls received (HMAC verified): %d\n", res.RollbackCalls)
 
 	step("notifier: alerts → Slack")
-	var slack bytes.Buffer
-	so := o
-	so.SlackOut = &slack
-	alerts, err := notifyAll(ctx, kc.Addrs(), dsn, so)
+	jsonl := filepath.Join(o.DataDir, "slack-messages.jsonl")
+	alerts, err := notifyAll(ctx, kc.Addrs(), dsn, jsonl, o)
 	if err != nil {
 		return nil, err
 	}
 	res.Alerts = alerts
-	if slack.Len() > 0 {
-		jsonl := filepath.Join(o.DataDir, "slack-messages.jsonl")
-		if err := os.WriteFile(jsonl, slack.Bytes(), 0o644); err != nil {
-			return nil, fmt.Errorf("write slack messages: %w", err)
-		}
-		showSlack(o.Out, slack.Bytes())
-		fmt.Fprintf(o.Out, "  full Block Kit JSON of every message: %s\n", jsonl)
-		if _, err := o.SlackOut.Write(firstPretty(slack.Bytes())); err != nil {
-			return nil, err
-		}
+	if err := showThreads(o.Out, jsonl); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(o.Out, "\n  Block Kit JSON of every message: %s\n", jsonl)
+
+	step("weekly digest (what the growth review reads on Monday)")
+	digestDir := filepath.Join(o.DataDir, "digest")
+	if err := digest(ctx, kc.Addrs(), dsn, digestDir, o); err != nil {
+		return nil, err
 	}
 
 	step("summary")
 	summary(o.Out, res.Rows)
 	return res, nil
+}
+
+// showThreads prints each Slack thread the notifier produced, as a person reads it.
+func showThreads(w io.Writer, jsonl string) error {
+	f, err := os.Open(jsonl)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil
+		}
+		return fmt.Errorf("read slack messages: %w", err)
+	}
+	defer f.Close()
+	recs, err := slack.ReadRecords(f)
+	if err != nil {
+		return fmt.Errorf("read slack messages: %w", err)
+	}
+	for _, th := range render.Threads(recs) {
+		fmt.Fprintln(w)
+		fmt.Fprint(w, indent(render.Text(th)))
+	}
+	return nil
+}
+
+// digest sends the weekly digest as a dry run: its text on the terminal, the chart kept
+// in dir.
+func digest(ctx context.Context, seeds []string, dsn, dir string, o Options) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("digest dir: %w", err)
+	}
+	var text bytes.Buffer
+	now := o.Now
+	err := notify.SendDigest(ctx, notify.Options{Brokers: strings.Join(seeds, ","), ClickHouseDSN: dsn,
+		DryRun: true, DryRunText: &text, DryRunFiles: dir, Logger: o.Logger, DefaultChannel: "#growth",
+		Now: func() time.Time { return now }})
+	if err != nil {
+		return fmt.Errorf("digest: %w", err)
+	}
+	fmt.Fprint(o.Out, indent(text.String()))
+	if charts, _ := filepath.Glob(filepath.Join(dir, "*.png")); len(charts) > 0 {
+		fmt.Fprintf(o.Out, "\n  digest chart: %s\n", charts[0])
+	}
+	return nil
+}
+
+func indent(s string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	for i, l := range lines {
+		if l != "" {
+			lines[i] = "  " + l
+		}
+	}
+	return strings.Join(lines, "\n") + "\n"
 }
 
 func flagKeys(fs []synth.Flag) string {
@@ -268,7 +320,13 @@ func demoDatabase(ctx context.Context, base string) (string, string, error) {
 		return "", "", fmt.Errorf("parse clickhouse dsn: %w", err)
 	}
 	db := "flagwatch_demo"
-	u.Path = "/" + db
+	if u.Scheme == "chdb" {
+		q := u.Query()
+		q.Set("database", db)
+		u.RawQuery = q.Encode()
+	} else {
+		u.Path = "/" + db
+	}
 	conn, err := store.Open(ctx, u.String())
 	if err != nil {
 		return "", "", err
@@ -359,8 +417,9 @@ func rollbackReceiver() (*receiver, *atomic.Int64, error) {
 	return &receiver{Server: srv, Addr: ln.Addr().String()}, &calls, nil
 }
 
-// notifyAll runs the notifier until it has committed every alert on the topic.
-func notifyAll(ctx context.Context, seeds []string, dsn string, o Options) (int, error) {
+// notifyAll runs the notifier until it has committed every alert on the topic; in a dry
+// run it records every Slack call in jsonl.
+func notifyAll(ctx context.Context, seeds []string, dsn, jsonl string, o Options) (int, error) {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...))
 	if err != nil {
 		return 0, fmt.Errorf("kafka client: %w", err)
@@ -375,8 +434,18 @@ func notifyAll(ctx context.Context, seeds []string, dsn string, o Options) (int,
 	ends.Each(func(l kadm.ListedOffset) { total += int(l.Offset) })
 	nctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	dry := o.SlackToken == "" && o.SlackWebhook == ""
+	var rec io.Writer = io.Discard
+	if dry {
+		f, err := os.Create(jsonl)
+		if err != nil {
+			return 0, fmt.Errorf("slack messages file: %w", err)
+		}
+		defer f.Close()
+		rec = f
+	}
 	opts := notify.Options{Brokers: strings.Join(seeds, ","), ClickHouseDSN: dsn, Group: "demo-notifier",
-		DryRun: o.SlackToken == "" && o.SlackWebhook == "", DryRunText: io.Discard, DryRunJSON: o.SlackOut, Logger: o.Logger,
+		DryRun: dry, DryRunText: io.Discard, DryRunJSON: rec, Logger: o.Logger,
 		SlackToken: config.NewSecret(o.SlackToken), SlackWebhookURL: config.NewSecret(o.SlackWebhook), SlackAPIURL: o.SlackAPIURL,
 		DefaultChannel: "#growth"}
 	errc := make(chan error, 1)
@@ -435,49 +504,4 @@ func summary(w io.Writer, rows []analyze.Row) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.Flag, r.Metric, seg, r.Variant, r.N, lift, ci, r.Decision)
 	}
 	_ = tw.Flush()
-}
-
-type slackMsg struct {
-	Channel  string `json:"channel"`
-	ThreadTS string `json:"thread_ts"`
-	Text     string `json:"text"`
-	Blocks   []struct {
-		Type string `json:"type"`
-		Text *struct {
-			Text string `json:"text"`
-		} `json:"text"`
-	} `json:"blocks"`
-}
-
-// showSlack renders the dry-run messages as a person would read them in Slack.
-func showSlack(w io.Writer, jsonl []byte) {
-	for _, line := range bytes.Split(bytes.TrimSpace(jsonl), []byte("\n")) {
-		var m slackMsg
-		if json.Unmarshal(line, &m) != nil {
-			continue
-		}
-		header := m.Text
-		for _, b := range m.Blocks {
-			if b.Type == "header" && b.Text != nil {
-				header = b.Text.Text
-				break
-			}
-		}
-		indent := "  "
-		if m.ThreadTS != "" {
-			indent = "      ↳ "
-		}
-		fmt.Fprintf(w, "%s%-10s %s — %s\n", indent, m.Channel, header, m.Text)
-	}
-}
-
-// firstPretty is the first message's Block Kit JSON, indented, as an example.
-func firstPretty(jsonl []byte) []byte {
-	first, _, _ := bytes.Cut(bytes.TrimSpace(jsonl), []byte("\n"))
-	var v any
-	if json.Unmarshal(first, &v) != nil {
-		return nil
-	}
-	b, _ := json.MarshalIndent(v, "  ", "  ")
-	return append(append([]byte("\n  Block Kit JSON of the first message:\n  "), b...), '\n')
 }

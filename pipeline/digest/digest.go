@@ -80,7 +80,7 @@ func (s ClickHouse) Results(ctx context.Context, at time.Time) ([]Row, error) {
 	rows, err := s.Conn.Query(ctx, `SELECT pass_time, flag, metric, segment_property, segment_value, variant,
     n, control_n, mean, control_mean, lift, ci_low, ci_high, p, chance_to_win, decision, reason
 FROM analysis_results
-WHERE (flag, pass_time) IN (
+WHERE segment_property != '$exposure_day' AND (flag, pass_time) IN (
     SELECT flag, max(pass_time) FROM analysis_results
     WHERE pass_time <= toDateTime(`+hi+`) AND pass_time > toDateTime(`+lo+`) GROUP BY flag)
 ORDER BY flag, metric, segment_property, segment_value, variant`)
