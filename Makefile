@@ -50,8 +50,11 @@ bench-ingest: deps ## ingest (with and without the join) vs ClickHouse's Kafka e
 	$(GO) test -run '^$$' -bench BenchmarkIngest -benchtime 1x -timeout 30m -v ./pipeline/ingest/
 
 .PHONY: bench-analyzer
-bench-analyzer: deps ## analyzer passes (incremental, from scratch, rebuild) vs one plain scan of the events table
+bench-analyzer: deps ## analyzer passes (incremental, from scratch, rebuild) vs one plain scan, on ClickHouse 18.16 and on the embedded 26
+	@echo "== analyzer on a ClickHouse 18.16 server"
 	$(GO) test -run '^$$' -bench BenchmarkAnalyzerPass -benchtime 1x -timeout 60m -v ./pipeline/analyze/
+	@echo "== analyzer on the embedded ClickHouse 26"
+	FLAGWATCH_TEST_ENGINE=embedded $(GO) test -run '^$$' -bench BenchmarkAnalyzerPass -benchtime 1x -timeout 60m -v ./pipeline/analyze/
 
 .PHONY: bench-capture
 bench-capture: ## capture under wrk load
