@@ -18,7 +18,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -315,19 +314,12 @@ func flagKeys(fs []synth.Flag) string {
 
 // demoDatabase points the DSN at a fresh flagwatch_demo database.
 func demoDatabase(ctx context.Context, base string) (string, string, error) {
-	u, err := url.Parse(base)
-	if err != nil {
-		return "", "", fmt.Errorf("parse clickhouse dsn: %w", err)
-	}
 	db := "flagwatch_demo"
-	if u.Scheme == "chdb" {
-		q := u.Query()
-		q.Set("database", db)
-		u.RawQuery = q.Encode()
-	} else {
-		u.Path = "/" + db
+	dsn, err := store.WithDatabase(base, db)
+	if err != nil {
+		return "", "", err
 	}
-	conn, err := store.Open(ctx, u.String())
+	conn, err := store.Open(ctx, dsn)
 	if err != nil {
 		return "", "", err
 	}
@@ -335,7 +327,7 @@ func demoDatabase(ctx context.Context, base string) (string, string, error) {
 	if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db); err != nil {
 		return "", "", fmt.Errorf("reset demo database: %w", err)
 	}
-	return u.String(), db, nil
+	return dsn, db, nil
 }
 
 func produce(ctx context.Context, seeds []string, cfg synth.Config, out io.Writer) (int, error) {

@@ -105,6 +105,23 @@ func Open(ctx context.Context, dsn string, opts ...Option) (Conn, error) {
 	}
 }
 
+// WithDatabase returns dsn naming database db instead of its own: the path of a
+// server's DSN, the database parameter of an embedded one.
+func WithDatabase(dsn, db string) (string, error) {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "", fmt.Errorf("parse clickhouse dsn %q: %w", Redact(dsn), err)
+	}
+	if strings.EqualFold(u.Scheme, "chdb") {
+		q := u.Query()
+		q.Set("database", db)
+		u.RawQuery = q.Encode()
+	} else {
+		u.Path = "/" + db
+	}
+	return u.String(), nil
+}
+
 // Redact hides the password of a DSN for logs and errors.
 func Redact(dsn string) string {
 	u, err := url.Parse(dsn)
