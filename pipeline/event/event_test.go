@@ -128,7 +128,8 @@ func FuzzDecode(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	reasons := map[string]bool{ReasonInvalidJSON: true, ReasonUnknownShape: true, ReasonMissingEvent: true,
-		ReasonMissingUser: true, ReasonBadTimestamp: true, ReasonBadEnvelope: true, ReasonEmpty: true, ReasonMissingFlagKey: true}
+		ReasonMissingUser: true, ReasonBadTimestamp: true, ReasonBadEnvelope: true, ReasonEmpty: true, ReasonMissingFlagKey: true,
+		ReasonTooDeep: true, ReasonBadName: true, ReasonBadUser: true}
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		evs, err := Decode(msg, recTime)
 		if err != nil {
