@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/base64"
+	"fmt"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 )
 
@@ -48,10 +52,26 @@ func TestUnwrapRequest(t *testing.T) {
 		r := httptest.NewRequest("POST", c.target, bytes.NewReader(c.body))
 		r.Header.Set("Content-Type", c.contentType)
 		r.Header.Set("Content-Encoding", c.encoding)
-		got, err := unwrapRequest(r, c.body, 1<<20)
+		got, _, err := readPayload(httptest.NewRecorder(), r, 1<<20, testReservation(t))
 		require.NoError(t, err, c.name)
 		require.Equal(t, js, string(got), c.name)
 	}
+}
+
+// testReservation is a request's share of a budget large enough for any test payload.
+func testReservation(t *testing.T) *reservation {
+	t.Helper()
+	res, err := newBudget(1<<30, 1, newMetrics(prometheus.NewRegistry())).admit()
+	require.NoError(t, err)
+	t.Cleanup(res.release)
+	return res
+}
+
+func TestQuerySentAt(t *testing.T) {
+	require.JSONEq(t, `"2026-03-04T12:00:00.000Z"`, string(querySentAt("1772625600000")))
+	require.Nil(t, querySentAt("1772625600"), "seconds from old SDKs are ignored")
+	require.Nil(t, querySentAt("soon"))
+	require.Nil(t, querySentAt("9223372036854775807"))
 }
 
 func TestCanonicalUUID(t *testing.T) {
@@ -86,5 +106,39 @@ func TestDistinctIDs(t *testing.T) {
 		got, err := e.distinctID()
 		require.NoError(t, err, raw)
 		require.Equal(t, want, got, raw)
+	}
+}
+
+// parseCost, which the in-flight budget reserves before parsing, covers what parsing a
+// payload and building its records allocates: measured, for small and large events.
+func TestParseCostCoversAllocations(t *testing.T) {
+	now := time.Date(2026, 3, 4, 12, 0, 0, 0, time.UTC)
+	for _, pad := range []int{0, 100, 10_000, 1_000_000} {
+		var b strings.Builder
+		b.WriteString(`{"api_key":"k","sent_at":"2026-03-04T11:59:59Z","batch":[`)
+		n := max(2_000_000/(pad+200), 2)
+		for i := range n {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, `{"event":"$pageview","distinct_id":"user-%d","timestamp":"2026-03-04T11:59:58Z",`+
+				`"properties":{"$current_url":"https://shop.example/p/%d","pad":"%s","$feature/f":"test"}}`, i, i, strings.Repeat("x", pad))
+		}
+		b.WriteString(`]}`)
+		payload := []byte(b.String())
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		batch, err := parseBatch(payload)
+		require.NoError(t, err)
+		require.NoError(t, batch.parseEvents())
+		recs, err := buildRecords(batch, recordContext{topic: "events", token: "k", now: now, sentAt: batch.sentAt})
+		require.NoError(t, err)
+		runtime.ReadMemStats(&after)
+		require.Len(t, recs, n)
+		allocated := after.TotalAlloc - before.TotalAlloc
+		reserved := parseCost(len(payload)) + eventCost*int64(n)
+		t.Logf("%d events of %d bytes: %d bytes allocated, %d reserved", n, len(payload)/n, allocated, reserved)
+		require.LessOrEqual(t, allocated, uint64(reserved), "%d events with %d-byte pads", n, pad)
 	}
 }
