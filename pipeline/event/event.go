@@ -8,6 +8,15 @@
 // ingested and nothing is dropped silently. Events without a uuid get a deterministic
 // one (SHA-1 of their bytes), so a replayed message deduplicates downstream.
 //
+// The decoder is also where an event's time is decided, once (time.go, Place): it is the
+// one step every message passes whatever carried it — capture, PostHog's envelope, a
+// service producing straight to Kafka, OpenTelemetry — so the rule lives here and
+// capture only forwards what the client said. Capture runs this same decoder on each
+// message before producing it, so it refuses exactly what ingest would dead-letter.
+// Every input is bounded before it can hurt: nesting (depth.go, before the recursive
+// parser), times (the store's DateTime range), and the names that become sort keys
+// (names.go).
+//
 // The common message, one PostHog event object, takes a reflection-free fast path
 // (fast.go) that declines anything it cannot decode exactly as the general path would.
 package event
