@@ -90,17 +90,20 @@ func parse(b []byte, v any) error {
 }
 
 // parseBatch decodes a JSON payload: an array of events, a {batch: […]} object, or
-// one event, into its events' raw bytes; parseEvents decodes the events. The payload's
+// one event, into its events' raw bytes; parseEvents decodes the events. Before any
+// per-event memory is allocated it calls reserve with the number of events, so the
+// in-flight budget can refuse a payload of millions of tiny events ("[{},{},…]": 3
+// bytes each, 24 to hold their raw bytes alone) before it costs anything. The payload's
 // depth was checked (event.CheckDepth): the parser recurses.
-func parseBatch(payload []byte) (*batch, error) {
+func parseBatch(payload []byte, reserve func(events int) error) (*batch, error) {
 	b := &batch{}
 	switch payload[0] {
 	case '[':
-		if err := parse(payload, &b.raws); err != nil {
+		if err := b.parseArray(payload, reserve); err != nil {
 			return nil, fmt.Errorf("invalid JSON: %w", err)
 		}
 	case '{':
-		if err := b.parseObject(payload); err != nil {
+		if err := b.parseObject(payload, reserve); err != nil {
 			return nil, err
 		}
 	default:
@@ -110,6 +113,57 @@ func parseBatch(payload []byte) (*batch, error) {
 		return nil, errors.New("no events in payload")
 	}
 	return b, nil
+}
+
+// parseArray decodes a JSON array of events into b.raws, after reserving for them.
+func (b *batch) parseArray(array []byte, reserve func(events int) error) error {
+	n := countElements(array)
+	if err := reserve(n); err != nil {
+		return err
+	}
+	b.raws = make([]json.RawMessage, 0, n)
+	return parse(array, &b.raws)
+}
+
+// countElements counts the elements of the JSON array b starts with (a comma inside
+// it counts one more), without allocating or recursing; for anything else it is 1.
+// Malformed input only makes the count wrong: the parse that follows reports it.
+func countElements(b []byte) int {
+	b = bytes.TrimLeft(b, " \t\r\n")
+	if len(b) == 0 || b[0] != '[' {
+		return 1
+	}
+	n, depth, empty := 1, 0, true
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '"':
+			for i++; i < len(b) && b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					i++
+				}
+			}
+			empty = false
+		case '[', '{':
+			if depth++; depth > 1 {
+				empty = false
+			}
+		case ']', '}':
+			if depth--; depth == 0 {
+				if empty {
+					return 0
+				}
+				return n
+			}
+		case ',':
+			if depth == 1 {
+				n++
+			}
+		case ' ', '\t', '\r', '\n':
+		default:
+			empty = false
+		}
+	}
+	return n
 }
 
 // parseEvents decodes each event of b.
@@ -123,16 +177,22 @@ func (b *batch) parseEvents() error {
 	return nil
 }
 
-func (b *batch) parseObject(payload []byte) error {
+func (b *batch) parseObject(payload []byte, reserve func(events int) error) error {
 	var env envelope
 	if err := parse(payload, &env); err != nil {
 		return fmt.Errorf("invalid JSON: %w", err)
 	}
 	if isAbsent(env.Batch) {
+		if err := reserve(1); err != nil {
+			return err
+		}
 		b.raws = []json.RawMessage{payload}
 		return nil
 	}
-	if err := parse(env.Batch, &b.raws); err != nil {
+	if err := b.parseArray(env.Batch, reserve); err != nil {
+		if errors.Is(err, errBusy) || errors.Is(err, errOverBudget) {
+			return err
+		}
 		return fmt.Errorf("batch: must be an array of events: %w", err)
 	}
 	for _, raw := range []json.RawMessage{env.APIKey, env.Token} {

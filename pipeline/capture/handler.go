@@ -142,12 +142,12 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request) *apiError {
 	if err := res.growForParse(len(payload), 0); err != nil {
 		return h.overload(err)
 	}
-	b, err := parseBatch(payload)
+	b, err := parseBatch(payload, func(events int) error { return res.grow(eventCost * int64(events)) })
+	if errors.Is(err, errBusy) || errors.Is(err, errOverBudget) {
+		return h.overload(err)
+	}
 	if err != nil {
 		return invalid(err.Error(), "invalid_payload")
-	}
-	if err := res.grow(eventCost * int64(len(b.raws))); err != nil {
-		return h.overload(err)
 	}
 	if err := b.parseEvents(); err != nil {
 		return invalid(err.Error(), "invalid_payload")

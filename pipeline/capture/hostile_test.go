@@ -217,3 +217,23 @@ func metricValue(t *testing.T, e *env, sample string) float64 {
 	t.Fatalf("no sample %s in /metrics", sample)
 	return 0
 }
+
+// A batch of millions of tiny events ("[{},{},…]", 19 KB gzip'd) would cost ~400 bytes
+// per event to decode, 1 KB of JSON becoming 130 KB: it is counted before any per-event
+// memory is allocated, and refused with 413 as larger than the whole budget.
+func TestMillionsOfTinyEventsAreRefusedBeforeDecoding(t *testing.T) {
+	e := newEnv(t, capture.Options{})
+	payload := []byte("[" + strings.Repeat("{},", 6_000_000) + "{}]")
+	body := gz(t, payload)
+	require.Less(t, len(body), 40_000)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	res := e.post("/e/", hdr("Content-Encoding", "gzip"), body)
+	runtime.ReadMemStats(&after)
+	require.Equal(t, http.StatusRequestEntityTooLarge, res.status, res.body)
+	require.Contains(t, res.body, "request needs more memory than capture holds for all requests in flight")
+	allocated := after.TotalAlloc - before.TotalAlloc
+	t.Logf("%d MB of events: %d MiB allocated", len(payload)/1e6, allocated>>20)
+	require.Less(t, allocated, uint64(2*len(payload)), "no more than the decompressed payload and its scans")
+}

@@ -74,6 +74,15 @@ func TestQuerySentAt(t *testing.T) {
 	require.Nil(t, querySentAt("9223372036854775807"))
 }
 
+func TestCountElements(t *testing.T) {
+	for in, want := range map[string]int{
+		`[]`: 0, ` [ ] `: 0, `[{}]`: 1, `[{},{}]`: 2, `[1,"a,b",[2,3],{"k":[4,5]}]`: 4, `["\\",","]`: 2,
+		`{"event":"x"}`: 1, `[{},{}`: 2, `[[]]`: 1,
+	} {
+		require.Equal(t, want, countElements([]byte(in)), in)
+	}
+}
+
 func TestCanonicalUUID(t *testing.T) {
 	for in, want := range map[string]string{
 		"0190A1B2-C3D4-7E5F-8A9B-0C1D2E3F4A5B": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
@@ -129,7 +138,7 @@ func TestParseCostCoversAllocations(t *testing.T) {
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
-		batch, err := parseBatch(payload)
+		batch, err := parseBatch(payload, func(int) error { return nil })
 		require.NoError(t, err)
 		require.NoError(t, batch.parseEvents())
 		recs, err := buildRecords(batch, recordContext{topic: "events", token: "k", now: now, sentAt: batch.sentAt})
