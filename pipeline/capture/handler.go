@@ -183,7 +183,7 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request) *apiError {
 // (zero-copy raw messages). Once the events are counted, each reserves eventCost more
 // for what every event costs whatever its size (its decoded fields, record, uuid,
 // envelope fields). TestParseCostCoversAllocations keeps both honest.
-func parseCost(n int) int64 { return 2*int64(n) + int64(n)/16 + 64<<10 }
+func parseCost(n int) int64 { return 2*int64(n) + int64(n)/16 + 4<<10 }
 
 const eventCost = 3072
 
