@@ -62,6 +62,9 @@ bench-capture: ## capture under wrk load
 	pipeline/capture/bench.sh
 
 .PHONY: fuzz
-fuzz: ## fuzz the event decoder and the segment-property scanner, a minute each
-	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./pipeline/event/
-	$(GO) test -run '^$$' -fuzz FuzzSegmentProps -fuzztime 60s ./pipeline/event/
+fuzz: ## fuzz the event decoder (and its fast path), time placement, the segment scanner and capture's request decoding, a minute each
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 60s ./pipeline/event/
+	$(GO) test -run '^$$' -fuzz '^FuzzFastPathAgrees$$' -fuzztime 60s ./pipeline/event/
+	$(GO) test -run '^$$' -fuzz '^FuzzPlace$$' -fuzztime 60s ./pipeline/event/
+	$(GO) test -run '^$$' -fuzz '^FuzzSegmentProps$$' -fuzztime 60s ./pipeline/event/
+	$(GO) test -run '^$$' -fuzz '^FuzzCaptureRequest$$' -fuzztime 60s ./pipeline/capture/

@@ -17,6 +17,7 @@ func main() {
 	var addr *string
 	var tokens, brokers *config.List
 	var partitions int
+	var corsOrigins config.List
 	cli.Main(&cli.Command{
 		Name:    "capture",
 		Summary: "a PostHog-compatible event endpoint that produces to Kafka",
@@ -24,18 +25,26 @@ func main() {
 "http://capture:8000"})). It serves POST /batch/, /e/, /i/v0/e/, /capture/, /track/
 (JSON, gzip, base64, form data=), GET with ?data=, /healthz and /metrics, and answers
 200 only once every event of the request is acknowledged by Kafka (503 + Retry-After
-otherwise, so SDKs retry). With no -capture-tokens, any API key is accepted (logged at
-start-up).`,
+otherwise, so SDKs retry; at once while Kafka is known to be down). An event ingest
+would dead-letter (a time that cannot be placed, JSON nested deeper than 128, a name
+over 200 bytes) fails its request with 400 and the reason. Requests beyond the
+in-flight memory budget get 503 + Retry-After before their body is decompressed. With
+no -capture-tokens, any API key is accepted (logged at start-up).`,
 		Flags: func(fs *flag.FlagSet) {
 			addr, tokens, brokers = config.CaptureAddr(fs), config.CaptureTokens(fs), config.KafkaBrokers(fs)
 			fs.StringVar(&o.Topic, "events-topic", broker.EventsTopic, "Kafka topic for events")
 			fs.IntVar(&partitions, "events-topic-partitions", -1, "partitions when creating a missing topic; -1: broker default")
 			fs.Int64Var(&o.MaxBodyBytes, "capture-max-body-bytes", capture.DefaultMaxBodyBytes, "request size limit, before and after decompression")
+			fs.Int64Var(&o.MaxInFlightBytes, "capture-max-inflight-bytes", 0, "memory all requests in flight may reserve (body, decompressed payload, parse, records); 0: 128 MiB or 4 × the body limit, whichever is larger")
+			fs.IntVar(&o.MaxInFlightRequests, "capture-max-inflight-requests", capture.DefaultMaxInFlightRequests, "requests handled at once; more get 503 + Retry-After")
+			fs.DurationVar(&o.KafkaCheckInterval, "capture-kafka-check-interval", capture.DefaultKafkaCheckInterval, "how often the brokers are pinged while they answer (every second while they do not)")
+			fs.Var(&corsOrigins, "capture-cors-credential-origins", "browser `origins` (https://shop.example, comma-separated) answered with Access-Control-Allow-Credentials; others may send events without credentials")
 			fs.DurationVar(&o.ProduceTimeout, "capture-produce-timeout", capture.DefaultProduceTimeout, "wait for Kafka acks before answering 503")
 			fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", capture.DefaultShutdownTimeout, "time to finish in-flight requests on SIGTERM")
 		},
 		Run: func(ctx context.Context, log *slog.Logger) error {
 			o.Addr, o.Tokens, o.Brokers, o.TopicPartitions, o.Logger = *addr, *tokens, *brokers, int32(partitions), log
+			o.CORSCredentialOrigins = corsOrigins
 			return capture.Run(ctx, o)
 		},
 	})

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,16 +14,23 @@ import (
 
 	"github.com/flagwatch/flagwatch/pipeline/broker"
 	"github.com/flagwatch/flagwatch/pipeline/config"
+	"github.com/flagwatch/flagwatch/pipeline/ops"
 )
 
 // Defaults of Options.
 const (
-	DefaultAddr            = config.DefaultCaptureAddr
-	DefaultBrokers         = config.DefaultKafkaBrokers
-	DefaultMaxBodyBytes    = 20 << 20
-	DefaultProduceTimeout  = 10 * time.Second
-	DefaultShutdownTimeout = 30 * time.Second
-	DefaultRetryAfter      = 5 * time.Second
+	DefaultAddr         = config.DefaultCaptureAddr
+	DefaultBrokers      = config.DefaultKafkaBrokers
+	DefaultMaxBodyBytes = 20 << 20
+	// DefaultMaxInFlightBytes holds about two requests at the body limit, gzip'd, at
+	// once (each reserves its body, the payload and twice the payload to parse it), or
+	// thousands of SDK-sized ones.
+	DefaultMaxInFlightBytes    = 128 << 20
+	DefaultMaxInFlightRequests = 1024
+	DefaultKafkaCheckInterval  = 5 * time.Second
+	DefaultProduceTimeout      = 10 * time.Second
+	DefaultShutdownTimeout     = 30 * time.Second
+	DefaultRetryAfter          = 5 * time.Second
 )
 
 // Options configure capture. The zero value of each field means its default.
@@ -41,6 +50,26 @@ type Options struct {
 	// MaxBodyBytes limits a request body, before and after decompression (default
 	// 20 MiB); larger requests get 413.
 	MaxBodyBytes int64
+	// MaxInFlightBytes bounds the memory all requests in flight may reserve: bodies,
+	// decompressed payloads, parsing and records (default 128 MiB). A request that does
+	// not fit while others hold the budget gets 503 with Retry-After, before it is read
+	// further or decompressed. At least 4 × MaxBodyBytes, so that a request at the body
+	// limit fits when alone.
+	MaxInFlightBytes int64
+	// MaxInFlightRequests bounds the requests handled at once (default 1024); more get
+	// 503 with Retry-After.
+	MaxInFlightRequests int
+	// KafkaCheckInterval is how often the brokers are pinged while they answer (default
+	// 5 s; every second while they do not). While Kafka is known to be down, requests
+	// are answered 503 at once.
+	KafkaCheckInterval time.Duration
+	// CORSCredentialOrigins are the browser origins (https://shop.example) answered
+	// with Access-Control-Allow-Credentials; any other origin may send events without
+	// credentials.
+	CORSCredentialOrigins []string
+	// Health is where capture reports Kafka's state and what /healthz serves (default:
+	// a new one).
+	Health *ops.Health
 	// ProduceTimeout bounds the wait for Kafka's acks; a request whose records are not
 	// acknowledged by then gets 503 (default 10 s).
 	ProduceTimeout time.Duration
@@ -64,6 +93,9 @@ type Options struct {
 }
 
 func (o Options) withDefaults() Options {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	if o.Addr == "" {
 		o.Addr = DefaultAddr
 	}
@@ -79,6 +111,18 @@ func (o Options) withDefaults() Options {
 	if o.MaxBodyBytes == 0 {
 		o.MaxBodyBytes = DefaultMaxBodyBytes
 	}
+	if o.MaxInFlightBytes == 0 {
+		o.MaxInFlightBytes = max(DefaultMaxInFlightBytes, 4*o.MaxBodyBytes)
+	}
+	if o.MaxInFlightRequests == 0 {
+		o.MaxInFlightRequests = DefaultMaxInFlightRequests
+	}
+	if o.KafkaCheckInterval == 0 {
+		o.KafkaCheckInterval = DefaultKafkaCheckInterval
+	}
+	if o.Health == nil {
+		o.Health = &ops.Health{Now: o.Now}
+	}
 	if o.ProduceTimeout == 0 {
 		o.ProduceTimeout = DefaultProduceTimeout
 	}
@@ -87,9 +131,6 @@ func (o Options) withDefaults() Options {
 	}
 	if o.ShutdownTimeout == 0 {
 		o.ShutdownTimeout = DefaultShutdownTimeout
-	}
-	if o.Now == nil {
-		o.Now = time.Now
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -105,6 +146,20 @@ func (o Options) validate() error {
 	if o.MaxBodyBytes < 0 {
 		errs = append(errs, fmt.Errorf("max body bytes %d: must be positive", o.MaxBodyBytes))
 	}
+	if o.MaxInFlightBytes < 4*o.MaxBodyBytes {
+		errs = append(errs, fmt.Errorf("max in-flight bytes %d: must be at least 4 × max body bytes (%d), so that a request at the body limit fits", o.MaxInFlightBytes, 4*o.MaxBodyBytes))
+	}
+	if o.MaxInFlightRequests < 0 {
+		errs = append(errs, fmt.Errorf("max in-flight requests %d: must be positive", o.MaxInFlightRequests))
+	}
+	if o.KafkaCheckInterval < 0 {
+		errs = append(errs, fmt.Errorf("kafka check interval %s: must be positive", o.KafkaCheckInterval))
+	}
+	for _, origin := range o.CORSCredentialOrigins {
+		if err := checkOrigin(origin); err != nil {
+			errs = append(errs, fmt.Errorf("CORS credential origin %q: %w", origin, err))
+		}
+	}
 	if o.ProduceTimeout < 0 {
 		errs = append(errs, fmt.Errorf("produce timeout %s: must be positive", o.ProduceTimeout))
 	}
@@ -117,4 +172,21 @@ func (o Options) validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkOrigin accepts a browser origin as browsers send it: scheme://host[:port], no
+// path, no wildcard.
+func checkOrigin(origin string) error {
+	u, err := url.Parse(origin)
+	switch {
+	case err != nil:
+		return err
+	case u.Scheme != "http" && u.Scheme != "https":
+		return errors.New("must start with https:// or http://")
+	case u.Host == "" || strings.Contains(u.Host, "*"):
+		return errors.New("must name one host")
+	case u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil:
+		return errors.New("must be scheme://host[:port] only, as a browser sends it")
+	}
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -61,8 +62,11 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", opts.Addr, err)
 	}
+	h := NewHandler(cl, opts)
+	opts.Health.Waiting(kafkaComponent, "no broker of "+strings.Join(opts.Brokers, ",")+" has answered yet")
+	go h.WatchKafka(ctx)
 	srv := &http.Server{
-		Handler:           NewHandler(cl, opts),
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       time.Minute,
 		IdleTimeout:       2 * time.Minute,
@@ -73,7 +77,8 @@ func Run(ctx context.Context, opts Options) error {
 		opts.OnListen(ln.Addr())
 	}
 	log.Info("Capture listening", "addr", ln.Addr().String(), "brokers", opts.Brokers, "topic", opts.Topic,
-		"tokens", len(opts.Tokens), "max_body_bytes", opts.MaxBodyBytes)
+		"tokens", len(opts.Tokens), "max_body_bytes", opts.MaxBodyBytes, "max_inflight_bytes", opts.MaxInFlightBytes,
+		"max_inflight_requests", opts.MaxInFlightRequests)
 	return serve(ctx, srv, ln, cl, opts)
 }
 

@@ -77,6 +77,14 @@ func TestRunRejectsBadOptions(t *testing.T) {
 	require.ErrorContains(t, err, "max body bytes -1: must be positive")
 	err = capture.Run(context.Background(), capture.Options{Addr: "127.0.0.1:-5", Logger: slog.New(slog.DiscardHandler)})
 	require.ErrorContains(t, err, "listen on 127.0.0.1:-5")
+	err = capture.Run(context.Background(), capture.Options{MaxBodyBytes: 64 << 20, MaxInFlightBytes: 128 << 20,
+		CORSCredentialOrigins: []string{"https://shop.example", "https://*.example", "https://shop.example/", "shop.example"},
+		Logger:                slog.New(slog.DiscardHandler)})
+	require.ErrorContains(t, err, "max in-flight bytes 134217728: must be at least 4 × max body bytes (268435456)")
+	require.ErrorContains(t, err, `CORS credential origin "https://*.example": must name one host`)
+	require.ErrorContains(t, err, `CORS credential origin "https://shop.example/": must be scheme://host[:port] only`)
+	require.ErrorContains(t, err, `CORS credential origin "shop.example": must start with https:// or http://`)
+	require.NotContains(t, err.Error(), `"https://shop.example":`)
 }
 
 func waitFor(t testing.TB, c <-chan struct{}, what string) {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"math/bits"
-	"strconv"
 	"time"
 	"unicode/utf8"
 )
@@ -13,11 +12,12 @@ import (
 // with plain string fields and an object of properties. fastPostHog decodes exactly that
 // shape in one pass over the bytes, without reflection and without copying anything but
 // the strings it returns, and declines (ok = false) everything else: other shapes,
-// envelopes, clock-skew fields, escaped or non-ASCII strings where it would have to
+// envelopes, escaped or non-ASCII strings where it would have to
 // unescape them, keys that match a field only case-insensitively, duplicate keys, deep
 // nesting, and every message the general path would reject. Declined messages take the
 // general path, so the fast path changes no result, only the cost (FuzzFastPathAgrees
-// checks the two against each other).
+// checks the two against each other). Times go through the same place as the general
+// path's, so capture's messages (timestamp, sent_at, offset, now) take the fast path.
 
 // maxFastDepth bounds the nesting the fast path follows; deeper messages are declined.
 const maxFastDepth = 64
@@ -288,7 +288,7 @@ var shapeKeys = []string{"uuid", "event", "distinct_id", "timestamp", "sent_at",
 	"data", "now", "name", "attributes", "resourcelogs"}
 
 // propKeys are the keys of props, likewise.
-var propKeys = []string{"distinct_id", "$distinct_id", "$feature_flag", "$feature_flag_response"}
+var propKeys = []string{"distinct_id", "$distinct_id", "$feature_flag", "$feature_flag_response", "$ignore_sent_at"}
 
 func foldsToAny(key []byte, keys []string) bool {
 	for _, k := range keys {
@@ -301,8 +301,8 @@ func foldsToAny(key []byte, keys []string) bool {
 
 // fastProps are the properties the fast path reads, as spans of the message.
 type fastProps struct {
-	distinctID, distinctID2, flag, response span
-	features                                []featureSpan // $feature/<key> properties
+	distinctID, distinctID2, flag, response, ignoreSentAt span
+	features                                              []featureSpan // $feature/<key> properties
 }
 
 type featureSpan struct {
@@ -317,7 +317,7 @@ func fastPostHog(raw []byte, recordTime time.Time) (Event, bool) {
 		return Event{}, false
 	}
 	s.i++
-	var uuidS, event, distinct, timestamp, props span
+	var uuidS, event, distinct, timestamp, sentAt, offset, now, props span
 	var p fastProps
 	if s.next() == '}' {
 		return Event{}, false // no event name: the general path says so
@@ -346,6 +346,12 @@ func fastPostHog(raw []byte, recordTime time.Time) (Event, bool) {
 			dst = &distinct
 		case "timestamp":
 			dst = &timestamp
+		case "sent_at":
+			dst = &sentAt
+		case "offset":
+			dst = &offset
+		case "now":
+			dst = &now
 		case "properties":
 			dst = &props
 		default:
@@ -402,14 +408,12 @@ func fastPostHog(raw []byte, recordTime time.Time) (Event, bool) {
 	if ev.DistinctID == "" {
 		return Event{}, false
 	}
-	ev.TsMs = recordTime.UnixMilli()
-	if timestamp.set {
-		ts, ok := fastTime(raw, timestamp)
-		if !ok {
-			return Event{}, false
-		}
-		ev.TsMs = ts
+	ts, err := place(Times{Timestamp: rawOf(raw, timestamp), SentAt: rawOf(raw, sentAt), Offset: rawOf(raw, offset),
+		Now: rawOf(raw, now), IgnoreSentAt: p.ignoreSentAt.set && string(rawOf(raw, p.ignoreSentAt)) == "true"}, recordTime)
+	if err != nil {
+		return Event{}, false
 	}
+	ev.TsMs = ts
 	if uuidS.set {
 		u, ok := plainString(raw, uuidS)
 		if !ok {
@@ -487,6 +491,8 @@ func (s *fastScanner) properties(p *fastProps) bool {
 			dst = &p.flag
 		case "$feature_flag_response":
 			dst = &p.response
+		case "$ignore_sent_at":
+			dst = &p.ignoreSentAt
 		default:
 			if foldsToAny(key, propKeys) {
 				return false
@@ -566,29 +572,10 @@ func fastVariant(raw []byte, sp span) (string, bool) {
 	return fastScalar(raw, sp)
 }
 
-// fastTime is parseTime for a plain string or a number; null and everything that does
-// not parse are declined (the general path has the rules and the error messages).
-func fastTime(raw []byte, sp span) (int64, bool) {
-	v := raw[sp.start:sp.end]
-	var t time.Time
-	var err error
-	switch {
-	case v[0] == '"':
-		str, ok := plainString(raw, sp)
-		if !ok {
-			return 0, false
-		}
-		t, err = parseTimeString(str)
-	case v[0] == '-' || isDigit(v[0]):
-		var f float64
-		if f, err = strconv.ParseFloat(string(v), 64); err == nil {
-			t, err = unixAuto(f)
-		}
-	default:
-		return 0, false
+// rawOf is a span's bytes, nil when the key was absent.
+func rawOf(raw []byte, sp span) []byte {
+	if !sp.set {
+		return nil
 	}
-	if err != nil {
-		return 0, false
-	}
-	return t.UnixMilli(), true
+	return raw[sp.start:sp.end]
 }
