@@ -12,12 +12,14 @@ import (
 
 func TestLoadBadConfigs(t *testing.T) {
 	for file, want := range map[string]string{
-		"unknown_key.yaml":          `testdata/unknown_key.yaml:15: flags[0].metrics[1]: unknown key "evnt" (did you mean "event"?)`,
-		"unknown_key_flow.yaml":     `testdata/unknown_key_flow.yaml:5: flags[0].metrics[1]: unknown key "evnt" (did you mean "event"?)`,
-		"unknown_top_key.yaml":      `testdata/unknown_top_key.yaml:3: unknown key "flag" (did you mean "flags"?)`,
-		"repeated_key.yaml":         `testdata/repeated_key.yaml:4: flags[0]: key "control" repeated (first at line 3)`,
-		"bad_kind.yaml":             `testdata/bad_kind.yaml:5: flags[0].metrics[0].kind: unknown kind "conversions" (want conversion, count, sum or ratio)`,
-		"bad_goal.yaml":             `testdata/bad_goal.yaml:2: core_metrics[0].goal: unknown goal "down" (want increase or decrease)`,
+		"unknown_key.yaml":      `testdata/unknown_key.yaml:15: flags[0].metrics[1]: unknown key "evnt" (did you mean "event"?)`,
+		"unknown_key_flow.yaml": `testdata/unknown_key_flow.yaml:5: flags[0].metrics[1]: unknown key "evnt" (did you mean "event"?)`,
+		"unknown_top_key.yaml":  `testdata/unknown_top_key.yaml:3: unknown key "flag" (did you mean "flags"?)`,
+		"repeated_key.yaml":     `testdata/repeated_key.yaml:4: flags[0]: key "control" repeated (first at line 3)`,
+		"bad_kind.yaml":         `testdata/bad_kind.yaml:5: flags[0].metrics[0].kind: unknown kind "conversions" (want conversion, count, sum or ratio)`,
+		"bad_goal.yaml":         `testdata/bad_goal.yaml:2: core_metrics[0].goal: unknown goal "down" (want increase or decrease)`,
+		"bad_property_name.yaml": "testdata/bad_property_name.yaml:3: flags[0].segments[0]: property name \"plan\\\"x\" has a quote, backslash or control character: such a key never matches (rename the property)\n" +
+			"testdata/bad_property_name.yaml:5: flags[0].metrics[0].property: property name \"rev\\\\enue\" has a quote, backslash or control character: such a key never matches (rename the property)",
 		"split_sum.yaml":            `testdata/split_sum.yaml:4: flags[0].split: shares sum to 0.9, want 1`,
 		"split_no_control.yaml":     `testdata/split_no_control.yaml:4: flags[0].split: has no share for the control variant "baseline"`,
 		"duplicate_flag.yaml":       `testdata/duplicate_flag.yaml:6: flags[2].key: duplicate flag "new-checkout" (first at line 2)`,

@@ -84,8 +84,23 @@ func (d *decoder) checkSegments(segs []string, path string) {
 			d.invalid(p, "segment property is empty")
 		case seen[s]:
 			d.invalid(p, "duplicate segment %q", s)
+		default:
+			d.checkPropertyName(s, p)
 		}
 		seen[s] = true
+	}
+}
+
+// checkPropertyName refuses property names that can never match: the analyzer reads
+// properties out of the stored JSON by name (visitParamExtract*), which finds only keys
+// written without escapes, so a name with a quote, a backslash or a control character
+// would silently measure nothing.
+func (d *decoder) checkPropertyName(name, path string) {
+	for _, r := range name {
+		if r == '"' || r == '\\' || r < 0x20 || r == 0x7f {
+			d.invalid(path, "property name %q has a quote, backslash or control character: such a key never matches (rename the property)", name)
+			return
+		}
 	}
 }
 
@@ -168,6 +183,9 @@ func (d *decoder) checkEventMetric(mt *Metric, path string) {
 	if mt.Event == "" {
 		d.invalid(path, "kind %s needs event", mt.Kind)
 	}
+	if mt.Property != "" {
+		d.checkPropertyName(mt.Property, path+".property")
+	}
 	switch {
 	case mt.Kind == Sum && mt.Property == "":
 		d.invalid(path, "kind sum needs property")
@@ -192,6 +210,8 @@ func (d *decoder) checkRatioMetric(mt *Metric, path string) {
 			d.invalid(path, "kind ratio needs %s", side.name)
 		case side.m.Event == "":
 			d.invalid(path+"."+side.name, "event is required")
+		case side.m.Property != "":
+			d.checkPropertyName(side.m.Property, path+"."+side.name+".property")
 		}
 	}
 }
