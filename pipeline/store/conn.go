@@ -74,6 +74,9 @@ type Server struct {
 	Version Version
 	// Database is the connection's default database.
 	Database string
+	// Cluster is the ClickHouse cluster (remote_servers) the data is spread over; ""
+	// on a single node.
+	Cluster string
 }
 
 // Features are what the server's SQL dialect allows (migrations are rendered with them).

@@ -62,6 +62,19 @@ func openNative(ctx context.Context, dsn string, o openOptions) (Conn, error) {
 	}
 	opts.Auth.Database = db
 	opts.Settings = serverSettings(v, opts.Settings)
+	if o.cluster != "" {
+		// An insert into a Distributed table returns once every shard has its rows,
+		// so offsets are committed only after every shard acknowledged.
+		opts.Settings["insert_distributed_sync"] = 1
+		// Inserts and reads through Distributed tables prefer each shard's first healthy
+		// replica (as the per-shard connections do), so a pass reads what ingest just
+		// wrote instead of a replica that has not fetched it yet. 18.16's protocol
+		// carries only numeric settings: there the servers' profile must say it
+		// (docs/operations.md; scripts/cluster.sh does).
+		if v.AtLeast(20, 1) {
+			opts.Settings["load_balancing"] = "in_order"
+		}
+	}
 	conn, err := clickhouse.Open(opts)
 	if err != nil {
 		return nil, connectError(where, err)
@@ -70,8 +83,18 @@ func openNative(ctx context.Context, dsn string, o openOptions) (Conn, error) {
 		conn.Close()
 		return nil, connectError(where, err)
 	}
+	n := &native{conn: conn, server: Server{Engine: EngineServer, Version: v, Database: db}}
+	if o.cluster != "" {
+		c, err := openCluster(ctx, n, opts, o.cluster)
+		if err != nil {
+			conn.Close()
+			return nil, err
+		}
+		o.ready()
+		return c, nil
+	}
 	o.ready()
-	return &native{conn: conn, server: Server{Engine: EngineServer, Version: v, Database: db}}, nil
+	return n, nil
 }
 
 // connectError says in one line what went wrong and what to check.
