@@ -93,7 +93,7 @@ type cluster struct {
 	server Server
 	// open connects to addrs (one shard's replicas, in order) with database db.
 	open func(addrs []string, db string) (Conn, error)
-	mu     sync.Mutex
+	mu   sync.Mutex
 }
 
 func (c *cluster) Shards() []Conn { return c.shards }
