@@ -5,7 +5,8 @@
 # one temp dir.
 #
 #   scripts/cluster.sh start [SHARDS [REPLICAS]]   start (default 2 × 2); prints
-#                 "dir <DIR>", "cluster <NAME>", then per node "node <shard> <replica> <DSN>"
+#                 "dir <DIR>", "cluster <NAME>", "zookeeper <HOST:PORT>", then per node
+#                 "node <shard> <replica> <DSN>"
 #   scripts/cluster.sh stop DIR                    stop everything and remove DIR
 #   scripts/cluster.sh kill DIR SHARD REPLICA      SIGKILL one server (fault tests)
 #   scripts/cluster.sh restart DIR SHARD REPLICA   start it again on the same ports
@@ -156,6 +157,7 @@ start() {
   log "started a $shards × $replicas cluster '$CLUSTER' with ZooKeeper on 127.0.0.1:$(cat "$dir/zookeeper/port") (data in $dir)"
   echo "dir $dir"
   echo "cluster $CLUSTER"
+  echo "zookeeper 127.0.0.1:$(cat "$dir/zookeeper/port")"
   for s in $(seq 1 "$shards"); do for r in $(seq 1 "$replicas"); do
     echo "node $s $r clickhouse://127.0.0.1:$(cat "$dir/node-$s-$r/port")/flagwatch"
   done; done

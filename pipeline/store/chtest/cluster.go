@@ -27,6 +27,8 @@ type Cluster struct {
 	Dir   string
 	Name  string
 	Nodes []ClusterNode
+	// ZooKeeper is the ensemble's address (host:port).
+	ZooKeeper string
 	t     testing.TB
 }
 
@@ -79,6 +81,8 @@ func startCluster(t testing.TB, shards, replicas int, private bool) *Cluster {
 			c.Dir = f[1]
 		case len(f) == 2 && f[0] == "cluster":
 			c.Name = f[1]
+		case len(f) == 2 && f[0] == "zookeeper":
+			c.ZooKeeper = f[1]
 		case len(f) == 4 && f[0] == "node":
 			s, _ := strconv.Atoi(f[1])
 			r, _ := strconv.Atoi(f[2])
