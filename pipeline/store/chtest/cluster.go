@@ -29,7 +29,7 @@ type Cluster struct {
 	Nodes []ClusterNode
 	// ZooKeeper is the ensemble's address (host:port).
 	ZooKeeper string
-	t     testing.TB
+	t         testing.TB
 }
 
 var (
