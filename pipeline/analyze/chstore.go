@@ -12,6 +12,7 @@ import (
 
 	"github.com/segmentio/encoding/json"
 
+	"github.com/flagwatch/flagwatch/pipeline/claim"
 	"github.com/flagwatch/flagwatch/pipeline/store"
 )
 
@@ -20,6 +21,7 @@ import (
 // query itself is built in query.go and incremental.go).
 type chStore struct {
 	conn         store.Conn
+	claims       claim.Store
 	replica      string
 	log          *slog.Logger
 	recomputeAll bool
@@ -236,7 +238,7 @@ func (s *chStore) cells(ctx context.Context, p *plan, ratioPairs [][2]int, passI
 	if !rebuild {
 		key = fmt.Sprintf("contributions-%d-%d-%d", g.gen, g.watermark.Unix(), now.Unix()/600)
 	}
-	ok, err := Lease(ctx, s.conn, key, s.replica, now)
+	ok, err := Lease(ctx, s.claims, key, s.replica)
 	if err != nil {
 		return nil, err
 	}
@@ -367,22 +369,13 @@ func readCells(ctx context.Context, conn store.Conn, gen uint64, measures, ratio
 	return out, rows.Err()
 }
 
-// Lease claims a pass slot for this replica; false means another replica has it.
-func Lease(ctx context.Context, conn store.Conn, slot, replica string, now time.Time) (bool, error) {
-	b, err := conn.PrepareBatch(ctx, "INSERT INTO analyzer_leases (slot, replica, leased_ms)")
+// Lease claims a pass slot (or the incremental state's writer slot) for this replica;
+// false means another replica has it. The claim is the analyzer's Claims: a Join table on
+// one node, ZooKeeper on a cluster (pipeline/claim).
+func Lease(ctx context.Context, claims claim.Store, slot, replica string) (bool, error) {
+	holder, err := claims.Claim(ctx, "analyzer|"+slot, replica)
 	if err != nil {
-		return false, fmt.Errorf("prepare lease: %w", err)
-	}
-	if err := b.Append(slot, replica, now.UnixMilli()); err != nil {
-		return false, fmt.Errorf("append lease: %w", err)
-	}
-	if err := b.Send(); err != nil {
-		return false, fmt.Errorf("insert lease: %w", err)
-	}
-	var holder string
-	q := "SELECT replica FROM (SELECT " + quote(slot) + " AS slot) AS s ANY LEFT JOIN analyzer_leases USING slot"
-	if err := conn.QueryRow(ctx, q).Scan(&holder); err != nil {
-		return false, fmt.Errorf("read lease: %w", err)
+		return false, fmt.Errorf("lease %s: %w", slot, err)
 	}
 	return holder == replica, nil
 }

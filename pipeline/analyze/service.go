@@ -229,7 +229,7 @@ func schedule(ctx context.Context, o Options, a *Analyzer, m *serviceMetrics, he
 	health.Waiting(passesComponent, "the first pass")
 	pass := func() {
 		slot := a.now().UTC().Truncate(time.Minute).Format(time.RFC3339)
-		ok, err := Lease(ctx, a.Conn, slot, a.Replica, a.now())
+		ok, err := Lease(ctx, a.claims(), slot, a.Replica)
 		if err != nil {
 			m.passes.WithLabelValues("lease_error").Inc()
 			health.Report(passesComponent, fmt.Errorf("pass lease: %w", err))

@@ -15,6 +15,7 @@ import (
 	"github.com/flagwatch/flagwatch/pipeline/render"
 	"github.com/flagwatch/flagwatch/pipeline/retry"
 	"github.com/flagwatch/flagwatch/pipeline/slack"
+	"github.com/flagwatch/flagwatch/pipeline/store"
 )
 
 var (
@@ -158,7 +159,11 @@ func (p *processor) state(ctx context.Context, flag string) (*flagState, error) 
 // ClickHouse is away, alerts wait in Kafka. Every retry is logged; /healthz turns
 // unhealthy once the calls have failed for longer than Options.UnhealthyAfter.
 func (p *processor) retryStore(ctx context.Context, what string, fn func(context.Context) error) error {
-	return retry.Do(ctx, p.logger, what, p.policy(), func(ctx context.Context) error {
+	pol := p.policy()
+	// An error that can never pass (a missing table, refused credentials) stops the
+	// notifier with that error rather than holding every alert forever.
+	pol.Retryable = func(err error) bool { return store.Classify(err) == store.Transient }
+	return retry.Do(ctx, p.logger, what, pol, func(ctx context.Context) error {
 		err := fn(ctx)
 		if ctx.Err() == nil {
 			p.health.Report(healthClickHouse, err)
