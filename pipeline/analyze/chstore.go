@@ -32,7 +32,8 @@ type chStore struct {
 // few rows per flag kept by a materialized view over exposures.
 func (s *chStore) activity(ctx context.Context) (map[string]*flagInfo, error) {
 	conn := s.conn
-	rows, err := conn.Query(ctx, "SELECT flag, minMerge(first_state), maxMerge(last_state) FROM flag_activity GROUP BY flag")
+	table := store.AllTable(conn, "flag_activity") // every shard's flags, merged
+	rows, err := conn.Query(ctx, "SELECT flag, minMerge(first_state), maxMerge(last_state) FROM "+table+" GROUP BY flag")
 	if err != nil {
 		return nil, fmt.Errorf("query flag activity: %w", err)
 	}
@@ -152,6 +153,61 @@ func finite(x float64) float64 {
 	return x
 }
 
+// eachShard runs fn on one replica of each shard (on one node: on the node), in shard
+// order; the per-user tables are sharded by user, so every statement of a pass runs
+// unchanged on each shard and the cells add up (SPEC §8: aggregate per shard, merge).
+func (s *chStore) eachShard(ctx context.Context, fn func(context.Context, store.Conn) error) error {
+	for i, sh := range store.Shards(s.conn) {
+		if err := fn(ctx, sh); err != nil {
+			if s.conn.Server().Cluster != "" {
+				return fmt.Errorf("shard %d: %w", i+1, err)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// recompute runs the pass query on every shard and adds up the cells.
+func (s *chStore) recompute(ctx context.Context, p *plan, ratioPairs [][2]int) (map[cellKey]*cell, error) {
+	var out map[cellKey]*cell
+	err := s.eachShard(ctx, func(ctx context.Context, sh store.Conn) error {
+		cs, err := p.run(ctx, sh, ratioPairs)
+		out = mergeCells(out, cs)
+		return err
+	})
+	return out, err
+}
+
+// mergeCells adds b's cells into a: cells are sums over disjoint users.
+func mergeCells(a, b map[cellKey]*cell) map[cellKey]*cell {
+	if a == nil {
+		return b
+	}
+	for k, c := range b {
+		d := a[k]
+		if d == nil {
+			a[k] = c
+			continue
+		}
+		d.n += c.n
+		for i := range d.m {
+			d.m[i].sum += c.m[i].sum
+			d.m[i].sumSq += c.m[i].sumSq
+			d.m[i].pre += c.m[i].pre
+			d.m[i].preSq += c.m[i].preSq
+			d.m[i].cross += c.m[i].cross
+		}
+		for i := range d.ratios {
+			d.ratios[i] += c.ratios[i]
+		}
+		for i := range d.bad {
+			d.bad[i] += c.bad[i]
+		}
+	}
+	return a
+}
+
 // recordAlerts appends what the pass emitted to the alert log, one row per finding, after
 // the broker acknowledged it: the next pass's history (dedup, latches, rollbacks).
 func (s *chStore) recordAlerts(ctx context.Context, pass *Pass, emitted []emittedFinding) error {
@@ -216,7 +272,7 @@ func recordGeneration(ctx context.Context, conn store.Conn, planID uint64, g *ge
 // watermark.
 func (s *chStore) cells(ctx context.Context, p *plan, ratioPairs [][2]int, passID string) (map[cellKey]*cell, error) {
 	if s.recomputeAll || len(p.measures) == 0 {
-		return p.run(ctx, s.conn, ratioPairs)
+		return s.recompute(ctx, p, ratioPairs)
 	}
 	planID := p.id(ratioPairs)
 	var now time.Time
@@ -244,7 +300,7 @@ func (s *chStore) cells(ctx context.Context, p *plan, ratioPairs [][2]int, passI
 	}
 	if !ok {
 		s.log.Info("another pass is updating the incremental state; this one recomputes every (flag, user)")
-		return p.run(ctx, s.conn, ratioPairs)
+		return s.recompute(ctx, p, ratioPairs)
 	}
 	if rebuild {
 		if g, err = s.buildGeneration(ctx, p, ratioPairs, planID, now, passID); err != nil {
@@ -252,7 +308,9 @@ func (s *chStore) cells(ctx context.Context, p *plan, ratioPairs [][2]int, passI
 		}
 	} else {
 		touched := fmt.Sprintf("touched_users WHERE at >= toDateTime(%d)", g.watermark.Add(-touchMargin).Unix())
-		if err := s.conn.Exec(ctx, p.contributionsSQL(ratioPairs, g.gen, touched)); err != nil {
+		if err := s.eachShard(ctx, func(ctx context.Context, sh store.Conn) error {
+			return sh.Exec(ctx, p.contributionsSQL(ratioPairs, g.gen, touched))
+		}); err != nil {
 			return nil, fmt.Errorf("update contributions: %w", err)
 		}
 		g.watermark = now
@@ -261,14 +319,27 @@ func (s *chStore) cells(ctx context.Context, p *plan, ratioPairs [][2]int, passI
 		}
 	}
 	s.trimTouched(ctx, now)
-	return readCells(ctx, s.conn, g.gen, len(p.measures), len(ratioPairs))
+	var out map[cellKey]*cell
+	err = s.eachShard(ctx, func(ctx context.Context, sh store.Conn) error {
+		cs, err := readCells(ctx, sh, g.gen, len(p.measures), len(ratioPairs))
+		out = mergeCells(out, cs)
+		return err
+	})
+	return out, err
 }
 
 // trimTouched drops the days of touched_users before yesterday: passes read it back to
 // their last watermark minus touchMargin, minutes ago. Dropping a partition is a metadata
 // change, cheap enough for every pass.
 func (s *chStore) trimTouched(ctx context.Context, now time.Time) {
-	rows, err := s.conn.Query(ctx, fmt.Sprintf(`SELECT DISTINCT partition FROM system.parts
+	_ = s.eachShard(ctx, func(ctx context.Context, sh store.Conn) error {
+		s.trimTouchedOn(ctx, sh, now)
+		return nil
+	})
+}
+
+func (s *chStore) trimTouchedOn(ctx context.Context, conn store.Conn, now time.Time) {
+	rows, err := conn.Query(ctx, fmt.Sprintf(`SELECT DISTINCT partition FROM system.parts
 		WHERE database = currentDatabase() AND table = 'touched_users' AND active AND partition < '%s'`,
 		now.UTC().Add(-48*time.Hour).Format("20060102")))
 	if err != nil {
@@ -284,7 +355,7 @@ func (s *chStore) trimTouched(ctx context.Context, now time.Time) {
 	}
 	rows.Close()
 	for _, p := range old {
-		if err := s.conn.Exec(ctx, "ALTER TABLE touched_users DROP PARTITION "+p); err != nil {
+		if err := conn.Exec(ctx, "ALTER TABLE touched_users DROP PARTITION "+p); err != nil {
 			s.log.Warn("drop a touched_users partition", "partition", p, "err", err) // space, not correctness
 		}
 	}
@@ -303,7 +374,9 @@ func (s *chStore) buildGeneration(ctx context.Context, p *plan, ratioPairs [][2]
 		return nil, err
 	}
 	start := time.Now()
-	if err := s.conn.Exec(ctx, p.contributionsSQL(ratioPairs, g.gen, "")); err != nil {
+	if err := s.eachShard(ctx, func(ctx context.Context, sh store.Conn) error {
+		return sh.Exec(ctx, p.contributionsSQL(ratioPairs, g.gen, ""))
+	}); err != nil {
 		return nil, fmt.Errorf("build contributions: %w", err)
 	}
 	g.watermark = now
@@ -328,7 +401,9 @@ func (s *chStore) buildGeneration(ctx context.Context, p *plan, ratioPairs [][2]
 	rows.Close()
 	for _, x := range old {
 		for _, t := range []string{"contributions", "cell_sums"} {
-			if err := s.conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s DROP PARTITION %d", t, x)); err != nil {
+			if err := s.eachShard(ctx, func(ctx context.Context, sh store.Conn) error {
+				return sh.Exec(ctx, fmt.Sprintf("ALTER TABLE %s DROP PARTITION %d", t, x))
+			}); err != nil {
 				// Space, not correctness: the old rows are never read again.
 				s.log.Warn("drop an old generation", "table", t, "gen", x, "err", err)
 			}

@@ -82,7 +82,8 @@ func (w *Writer) Write(ctx context.Context, evs []event.Event) (events, exposure
 	}()
 
 	i := 0
-	err = w.insert(ctx, "INSERT INTO events (uuid, event, distinct_id, ts_ms, timestamp, properties, source)",
+	// On a cluster, through the Distributed tables: every shard gets its users' rows.
+	err = w.insert(ctx, "INSERT INTO "+AllTable(w.conn, "events")+" (uuid, event, distinct_id, ts_ms, timestamp, properties, source)",
 		func() []any {
 			c.reset()
 			for ; i < len(evs) && len(c.uuids) < blockRows; i++ {
@@ -112,7 +113,7 @@ func (w *Writer) Write(ctx context.Context, evs []event.Event) (events, exposure
 	}
 	i, x := 0, 0 // event, exposure within it
 	seg := ""    // the segment properties of evs[i], computed once for all its exposures
-	err = w.insert(ctx, "INSERT INTO exposures (uuid, flag, variant, distinct_id, ts_ms, timestamp, properties, source, segments)",
+	err = w.insert(ctx, "INSERT INTO "+AllTable(w.conn, "exposures")+" (uuid, flag, variant, distinct_id, ts_ms, timestamp, properties, source, segments)",
 		func() []any {
 			c.reset()
 			for ; i < len(evs) && len(c.uuids) < blockRows; i, x = i+1, 0 {

@@ -3,6 +3,7 @@ package chtest
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // ClusterNode is one server of a test cluster.
@@ -65,7 +67,12 @@ func startCluster(t testing.TB, shards, replicas int, private bool) *Cluster {
 	if _, err := os.Stat("/usr/share/java/zookeeper.jar"); err != nil && os.Getenv("CI") == "" {
 		t.Skip("ZooKeeper is not installed (scripts/cluster.sh install); make test-cluster installs it")
 	}
-	cmd := exec.Command(script(t)[:len(script(t))-len("clickhouse.sh")]+"cluster.sh", "start", strconv.Itoa(shards), strconv.Itoa(replicas))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, script(t)[:len(script(t))-len("clickhouse.sh")]+"cluster.sh", "start", strconv.Itoa(shards), strconv.Itoa(replicas))
+	// A server that kept the output pipe open must not hang the test: the script's
+	// output is complete when it exits.
+	cmd.WaitDelay = 5 * time.Second
 	cmd.Env = append(os.Environ(), "CLICKHOUSE_WATCH_PID="+strconv.Itoa(os.Getpid()))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
