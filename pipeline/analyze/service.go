@@ -20,6 +20,7 @@ import (
 
 	"github.com/flagwatch/flagwatch/pipeline/alert"
 	"github.com/flagwatch/flagwatch/pipeline/broker"
+	"github.com/flagwatch/flagwatch/pipeline/claim"
 	"github.com/flagwatch/flagwatch/pipeline/config"
 	"github.com/flagwatch/flagwatch/pipeline/ops"
 	"github.com/flagwatch/flagwatch/pipeline/store"
@@ -135,6 +136,11 @@ func Run(ctx context.Context, o Options) error {
 	if err := store.Migrate(ctx, conn); err != nil {
 		return fmt.Errorf("migrate clickhouse: %w", err)
 	}
+	claims, closeClaims, err := claim.Open(conn, o.Logger)
+	if err != nil {
+		return err
+	}
+	defer closeClaims()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(o.Brokers...), kgo.DefaultProduceTopic(o.AlertsTopic),
 		kgo.AllowAutoTopicCreation())
 	if err != nil {
@@ -149,7 +155,8 @@ func Run(ctx context.Context, o Options) error {
 	}
 	a := &Analyzer{Conn: conn, Monitors: mons, Emitter: kafkaEmitter{cl}, Logger: o.Logger, Now: o.Now,
 		RepeatCritical: o.RepeatCritical, Lookup: o.Lookup, Replica: o.Replica,
-		RecomputeAll: o.RecomputeAll, RebuildEvery: o.RebuildEvery, PublicURL: o.PublicURL, Observers: o.Observers}
+		RecomputeAll: o.RecomputeAll, RebuildEvery: o.RebuildEvery, PublicURL: o.PublicURL, Observers: o.Observers,
+		Claims: claims}
 	if o.NewObservers != nil {
 		obs, err := o.NewObservers(conn, a.Emitter, mons)
 		if err != nil {

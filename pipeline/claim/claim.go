@@ -18,6 +18,7 @@ package claim
 import (
 	"context"
 	"fmt"
+	"log/slog"
 
 	"github.com/flagwatch/flagwatch/pipeline/store"
 )
@@ -84,6 +85,25 @@ func (t Table) Lookup(ctx context.Context, keys []string) (map[string]string, er
 		}
 	}
 	return out, rows.Err()
+}
+
+// Open returns the claims of conn's ClickHouse: the Join table on one node, or a
+// ZooKeeper session to the servers the connection names (-zookeeper) on a cluster.
+// close ends the session.
+func Open(conn store.Conn, log *slog.Logger) (s Store, close func(), err error) {
+	srv := conn.Server()
+	if srv.Cluster == "" {
+		return Table{Conn: conn}, func() {}, nil
+	}
+	if len(srv.ZooKeeper) == 0 {
+		_, err := For(conn, nil)
+		return nil, nil, err
+	}
+	zk, err := DialZooKeeper(srv.ZooKeeper, srv.Database, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return zk, zk.Close, nil
 }
 
 // For returns the claims of conn's ClickHouse: the Join table on one node, ZooKeeper on

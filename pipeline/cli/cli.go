@@ -129,6 +129,10 @@ func run(ctx context.Context, cmd *Command, path string, args []string, stdout, 
 	if fs.Lookup(dsnFlag) != nil && fs.Lookup(passwordFlag) == nil {
 		config.ClickHousePassword(fs)
 	}
+	if fs.Lookup(dsnFlag) != nil && fs.Lookup(clusterFlag) == nil {
+		config.ClickHouseCluster(fs)
+		config.ZooKeeper(fs)
+	}
 	logFlags := registerLogFlags(fs, cmd.LogLevel)
 
 	usageErr := func(format string, a ...any) int {
@@ -160,8 +164,10 @@ func run(ctx context.Context, cmd *Command, path string, args []string, stdout, 
 }
 
 const (
-	dsnFlag      = "clickhouse-dsn"
-	passwordFlag = "clickhouse-password"
+	dsnFlag       = "clickhouse-dsn"
+	passwordFlag  = "clickhouse-password"
+	clusterFlag   = "clickhouse-cluster"
+	zookeeperFlag = "zookeeper"
 )
 
 var sharedUsage = map[string]string{
@@ -169,7 +175,8 @@ var sharedUsage = map[string]string{
 	"kafka-brokers": config.KafkaBrokersUsage,
 }
 
-// resolveDSN checks -clickhouse-dsn and puts -clickhouse-password into it.
+// resolveDSN checks -clickhouse-dsn and puts -clickhouse-password, and a cluster with
+// its ZooKeeper, into it: every service gets them without a field of its own.
 func resolveDSN(fs *flag.FlagSet) error {
 	f := fs.Lookup(dsnFlag)
 	if f == nil {
@@ -179,7 +186,17 @@ func resolveDSN(fs *flag.FlagSet) error {
 	if p, ok := fs.Lookup(passwordFlag).Value.(*config.Secret); ok {
 		pw = *p
 	}
-	dsn, err := config.ResolveClickHouseDSN(f.Value.String(), pw)
+	var cluster string
+	var zk []string
+	if c := fs.Lookup(clusterFlag); c != nil {
+		cluster = c.Value.String()
+	}
+	if z := fs.Lookup(zookeeperFlag); z != nil {
+		if l, ok := z.Value.(*config.List); ok {
+			zk = *l
+		}
+	}
+	dsn, err := config.ResolveClickHouseDSNCluster(f.Value.String(), pw, cluster, zk)
 	if err != nil {
 		return err
 	}

@@ -74,10 +74,16 @@ func start(ctx context.Context, opts Options, serve bool) (*service, error) {
 	}); err != nil {
 		return fail(fmt.Errorf("migrate clickhouse: %w", err))
 	}
+	claims, closeClaims, err := claim.Open(conn, o.Logger)
+	if err != nil {
+		return fail(err)
+	}
+	closeConn := s.close
+	s.close = func() { closeClaims(); closeConn() }
 	p := &processor{
 		o:       o,
 		log:     nflog.NewLog(conn),
-		claims:  nflog.NewClaims(claim.Table{Conn: conn}, o.ClaimLease, o.Now),
+		claims:  nflog.NewClaims(claims, o.ClaimLease, o.Now),
 		limiter: newLimiter(o.RateLimit, o.RateWindow, o.Now),
 		m:       m,
 		health:  h,

@@ -77,6 +77,8 @@ type Server struct {
 	// Cluster is the ClickHouse cluster (remote_servers) the data is spread over; ""
 	// on a single node.
 	Cluster string
+	// ZooKeeper are the servers of the cluster's ZooKeeper or Keeper ensemble.
+	ZooKeeper []string
 }
 
 // Features are what the server's SQL dialect allows (migrations are rendered with them).

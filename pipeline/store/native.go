@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -20,6 +22,10 @@ type native struct {
 }
 
 func openNative(ctx context.Context, dsn string, o openOptions) (Conn, error) {
+	dsn, err := takeClusterParams(dsn, &o)
+	if err != nil {
+		return nil, err
+	}
 	opts, err := clickhouse.ParseDSN(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("parse clickhouse dsn %q: %w", Redact(dsn), err)
@@ -83,7 +89,7 @@ func openNative(ctx context.Context, dsn string, o openOptions) (Conn, error) {
 		conn.Close()
 		return nil, connectError(where, err)
 	}
-	n := &native{conn: conn, server: Server{Engine: EngineServer, Version: v, Database: db}}
+	n := &native{conn: conn, server: Server{Engine: EngineServer, Version: v, Database: db, ZooKeeper: o.zookeeper}}
 	if o.cluster != "" {
 		c, err := openCluster(ctx, n, opts, o.cluster)
 		if err != nil {
@@ -95,6 +101,32 @@ func openNative(ctx context.Context, dsn string, o openOptions) (Conn, error) {
 	}
 	o.ready()
 	return n, nil
+}
+
+// takeClusterParams moves the DSN's cluster= and zookeeper= parameters (the command
+// line's -clickhouse-cluster and -zookeeper, see config.ResolveClickHouseDSNCluster) into
+// o: they are flagwatch's, and clickhouse-go would send them to the server as settings.
+func takeClusterParams(dsn string, o *openOptions) (string, error) {
+	base, query, ok := strings.Cut(dsn, "?")
+	if !ok {
+		return dsn, nil
+	}
+	q, err := url.ParseQuery(query)
+	if err != nil {
+		return "", fmt.Errorf("parse clickhouse dsn %q: %w", Redact(dsn), err)
+	}
+	if c := q.Get("cluster"); c != "" && o.cluster == "" {
+		o.cluster = c
+	}
+	if z := q.Get("zookeeper"); z != "" && len(o.zookeeper) == 0 {
+		o.zookeeper = strings.Split(z, ",")
+	}
+	q.Del("cluster")
+	q.Del("zookeeper")
+	if len(q) == 0 {
+		return base, nil
+	}
+	return base + "?" + q.Encode(), nil
 }
 
 // connectError says in one line what went wrong and what to check.
