@@ -76,6 +76,9 @@ func NewHandler(p Producer, opts Options) (*Handler, error) {
 	for _, o := range opts.CORSCredentialOrigins {
 		h.cors[o] = true
 	}
+	if api != nil {
+		h.tee = newTee(h)
+	}
 	mux := http.NewServeMux()
 	mux.Handle(WebhookPath, h.webhookEndpoint())
 	mux.Handle("GET /healthz", h.healthz())
@@ -88,10 +91,10 @@ func NewHandler(p Producer, opts Options) (*Handler, error) {
 		}
 		return h, nil
 	}
-	h.tee = newTee(h)
 	px, err := proxy.New(proxy.Options{API: api, Assets: assets, MaxBodyBytes: opts.ProxyMaxBodyBytes, Tap: h.tee,
 		AdjustResponse: h.proxyCORS, Health: opts.Health, Registry: opts.Registry, Logger: opts.Logger})
 	if err != nil {
+		_ = h.tee.close(context.Background())
 		return nil, fmt.Errorf("capture proxy: %w", err)
 	}
 	// Everything but flagwatch's own paths goes to PostHog as it came: no ServeMux in

@@ -202,6 +202,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.ContentLength > p.opts.MaxBodyBytes {
 		p.tooLarge(w, r, f)
+		p.observe(r, f, start)
 		return
 	}
 	var cp Copy
@@ -218,11 +219,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		// Deferred: the reverse proxy panics with http.ErrAbortHandler when the client
 		// goes away while the answer is streamed back.
-		complete := f.body == nil || f.body.eof.Load()
-		if cp != nil {
-			cp.Done(f.status, complete)
-		}
 		p.observe(r, f, start)
+		if cp != nil {
+			cp.Done(f.status, f.body == nil || f.body.eof.Load())
+		}
 	}()
 	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, f)))
 }
