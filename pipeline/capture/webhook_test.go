@@ -28,7 +28,7 @@ func documentedTemplate(t *testing.T) any {
 	t.Helper()
 	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "posthog.md"))
 	require.NoError(t, err)
-	m := regexp.MustCompile("(?s)<!-- webhook-body.*?-->\n```json\n(.*?)```").FindSubmatch(doc)
+	m := regexp.MustCompile("(?s)<!-- webhook-body.*?-->\n *```json\n(.*?)\n *```").FindSubmatch(doc)
 	require.NotNil(t, m, "docs/posthog.md has the webhook body template")
 	var tpl any
 	require.NoError(t, json.Unmarshal(m[1], &tpl))
