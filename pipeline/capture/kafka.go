@@ -69,7 +69,11 @@ func (k *kafkaState) ok() {
 	k.err = nil
 	k.mu.Unlock()
 	if was != nil {
-		k.log.Info("Kafka answers again; accepting events")
+		if k.health == nil {
+			k.log.Info("Kafka answers again; keeping copies of events")
+		} else {
+			k.log.Info("Kafka answers again; accepting events")
+		}
 	}
 	k.report(nil)
 }

@@ -39,6 +39,7 @@ type postHog struct {
 	mu       sync.Mutex
 	events   []received // event requests (/batch/, /e/, /i/v0/e/)
 	flagsN   int
+	answers  [][]byte   // the /flags answers sent
 	other    []received // everything else (recordings are hashed, not kept)
 	problems []string   // what a real PostHog would have refused
 	fail     int        // answer the next n event requests 503
@@ -188,9 +189,6 @@ func (ph *postHog) serveFlags(w http.ResponseWriter, r *http.Request, rec receiv
 		answer(w, http.StatusUnauthorized, `{"type":"authentication_error","code":"invalid_api_key","detail":"Project API key invalid."}`)
 		return
 	}
-	ph.mu.Lock()
-	ph.flagsN++
-	ph.mu.Unlock()
 	pl, _ := json.Marshal(payload(req.DistinctID))
 	body, _ := json.Marshal(map[string]any{
 		"flags": map[string]any{"new-checkout": map[string]any{
@@ -200,6 +198,10 @@ func (ph *postHog) serveFlags(w http.ResponseWriter, r *http.Request, rec receiv
 		}},
 		"errorsWhileComputingFlags": false, "requestId": "0f1e2d3c-0000-4000-8000-000000000000",
 	})
+	ph.mu.Lock()
+	ph.flagsN++
+	ph.answers = append(ph.answers, body)
+	ph.mu.Unlock()
 	answer(w, http.StatusOK, string(body))
 }
 
@@ -340,6 +342,12 @@ func (ph *postHog) flagRequests() int {
 	return ph.flagsN
 }
 
+func (ph *postHog) flagAnswers() [][]byte {
+	ph.mu.Lock()
+	defer ph.mu.Unlock()
+	return append([][]byte(nil), ph.answers...)
+}
+
 func (ph *postHog) preflights() int {
 	ph.mu.Lock()
 	defer ph.mu.Unlock()
@@ -353,11 +361,19 @@ func (ph *postHog) noProblems(t *testing.T) {
 	require.Empty(t, ph.problems, "requests a real PostHog would have refused")
 }
 
-// frontRecorder sits between the SDK and capture and keeps each event request's body as
-// the SDK sent it.
+// frontRecorder sits between the SDK and capture: it keeps each event request's body as
+// the SDK sent it, and each /flags answer as the SDK received it.
 type frontRecorder struct {
-	mu     sync.Mutex
-	bodies [][]byte
+	mu      sync.Mutex
+	bodies  [][]byte
+	answers []frontAnswer
+}
+
+// frontAnswer is an answer as the client got it.
+type frontAnswer struct {
+	status int
+	header http.Header
+	body   []byte
 }
 
 func (f *frontRecorder) wrap(h http.Handler) http.Handler {
@@ -373,6 +389,13 @@ func (f *frontRecorder) wrap(h http.Handler) http.Handler {
 			f.bodies = append(f.bodies, b)
 			f.mu.Unlock()
 			r.Body = io.NopCloser(bytes.NewReader(b))
+		case "/flags/", "/flags":
+			rw := &answerRecorder{ResponseWriter: w}
+			h.ServeHTTP(rw, r)
+			f.mu.Lock()
+			f.answers = append(f.answers, frontAnswer{status: rw.status, header: rw.header, body: rw.body.Bytes()})
+			f.mu.Unlock()
+			return
 		}
 		h.ServeHTTP(w, r)
 	})
@@ -383,6 +406,37 @@ func (f *frontRecorder) sent() [][]byte {
 	defer f.mu.Unlock()
 	return append([][]byte(nil), f.bodies...)
 }
+
+func (f *frontRecorder) flagAnswers() []frontAnswer {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]frontAnswer(nil), f.answers...)
+}
+
+// answerRecorder passes an answer on and keeps a copy of it.
+type answerRecorder struct {
+	http.ResponseWriter
+	status int
+	header http.Header
+	body   bytes.Buffer
+}
+
+func (a *answerRecorder) WriteHeader(code int) {
+	a.status, a.header = code, a.ResponseWriter.Header().Clone()
+	a.ResponseWriter.WriteHeader(code)
+}
+
+func (a *answerRecorder) Write(p []byte) (int, error) {
+	if a.status == 0 {
+		a.WriteHeader(http.StatusOK)
+	}
+	a.body.Write(p)
+	return a.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController (the reverse proxy flushes through it) reach the
+// real writer.
+func (a *answerRecorder) Unwrap() http.ResponseWriter { return a.ResponseWriter }
 
 var quiet = slog.New(slog.DiscardHandler)
 

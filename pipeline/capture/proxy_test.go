@@ -81,6 +81,18 @@ func TestProxyPostHogNodeSDK(t *testing.T) {
 	requireFlagsFromPostHog(t, runProxyScript(t, dir, e.url))
 	ph.noProblems(t)
 
+	// Each /flags request reached PostHog (with PostHog's Host: noProblems) and its answer
+	// came back to the SDK as PostHog sent it.
+	answers, fromPostHog := front.flagAnswers(), ph.flagAnswers()
+	require.Len(t, answers, len(fromPostHog))
+	require.Len(t, answers, 2*len(proxyUsers), "getFeatureFlag and evaluateFlags, each user")
+	for i, a := range answers {
+		require.Equal(t, http.StatusOK, a.status)
+		require.Equal(t, "application/json", a.header.Get("Content-Type"))
+		require.Equal(t, "1", a.header.Get("X-Posthog-Stand-In"))
+		require.True(t, bytes.Equal(fromPostHog[i], a.body), "answer %d passed byte for byte", i)
+	}
+
 	sent, got := front.sent(), ph.eventRequests()
 	require.Len(t, got, len(sent), "every event request reached PostHog")
 	for i := range sent {

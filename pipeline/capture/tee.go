@@ -416,12 +416,18 @@ func (t *tee) dropEvent(reason string, err error) {
 	t.h.log.Debug("Event of a proxied request dropped", "reason", reason, "err", err)
 }
 
+// noteLoss records a drop for want of capacity; the first after a quiet lossWindow is
+// logged, so a burst of drops is one line, not one per request.
 func (t *tee) noteLoss(reason string) {
 	now := t.h.opts.Now()
 	t.lossMu.Lock()
-	defer t.lossMu.Unlock()
-	l := t.losses[reason]
+	l, seen := t.losses[reason]
 	t.losses[reason] = loss{last: now, count: l.count + 1}
+	t.lossMu.Unlock()
+	if !seen || now.Sub(l.last) >= lossWindow {
+		t.h.log.Warn("Dropping copies of proxied events; PostHog still answers, flagwatch misses them",
+			"reason", reason, "dropped_since_start", l.count+1)
+	}
 }
 
 // degraded says, one line each, why copies are being lost: Kafka down, or drops for
