@@ -45,4 +45,14 @@
 // small bombs gets 503 with Retry-After instead of gigabytes. While Kafka is known to be
 // down (a produce not acknowledged, a ping failed) requests get 503 at once, and
 // /healthz says so, until a ping succeeds.
+//
+// Two more ways in for teams on PostHog (docs/posthog.md):
+//   - Proxy mode (Options.Upstream): capture is PostHog's reverse proxy. Every request is
+//     forwarded unchanged and answered by PostHog (pipeline/capture/proxy); the decision
+//     above is turned around, since the client's answer is PostHog's: a copy of each
+//     event request PostHog accepted is decoded and produced in the background (tee.go),
+//     within the same budget, and what cannot be kept is dropped and counted, never
+//     waited for. /healthz is then degraded, not failing, while Kafka is down.
+//   - The webhook (WebhookPath): PostHog's HTTP Webhook destination posts each event,
+//     authenticated by a secret; the rules are those of the capture endpoints.
 package capture

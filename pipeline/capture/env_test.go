@@ -63,7 +63,9 @@ func newEnvWith(t testing.TB, opts capture.Options, wrap func(http.Handler) http
 	if wrapProducer != nil {
 		producer = wrapProducer(p)
 	}
-	h := capture.NewHandler(producer, opts)
+	h, err := capture.NewHandler(producer, opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, h.Close(context.Background())) })
 	ctx, cancel := context.WithCancel(context.Background())
 	watched := make(chan struct{})
 	go func() { defer close(watched); h.WatchKafka(ctx) }()

@@ -166,15 +166,27 @@ func countElements(b []byte) int {
 	return n
 }
 
-// parseEvents decodes each event of b.
-func (b *batch) parseEvents() error {
+// parseEvents decodes each event of b, or refuses the request naming the first event
+// that is not one.
+func (b *batch) parseEvents() *apiError {
 	b.events = make([]inEvent, len(b.raws))
 	for i, raw := range b.raws {
 		if err := b.events[i].parse(raw); err != nil {
-			return fmt.Errorf("events[%d]: %w", i, err)
+			return invalid(fmt.Sprintf("events[%d]: %v", i, err), "invalid_payload")
 		}
 	}
 	return nil
+}
+
+// parseEachEvent decodes each event of b and returns each one's error (nil when it
+// decoded); it stops at nothing.
+func (b *batch) parseEachEvent() []error {
+	b.events = make([]inEvent, len(b.raws))
+	errs := make([]error, len(b.raws))
+	for i, raw := range b.raws {
+		errs[i] = b.events[i].parse(raw)
+	}
+	return errs
 }
 
 func (b *batch) parseObject(payload []byte, reserve func(events int) error) error {

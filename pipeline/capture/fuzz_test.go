@@ -93,8 +93,9 @@ func FuzzCaptureRequest(f *testing.F) {
 	now := time.Date(2026, 3, 4, 12, 0, 0, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, payload []byte, mode uint8) {
 		p := &memProducer{}
-		h := capture.NewHandler(p, capture.Options{MaxBodyBytes: 64 << 10, Registry: prometheus.NewRegistry(),
+		h, err := capture.NewHandler(p, capture.Options{MaxBodyBytes: 64 << 10, Registry: prometheus.NewRegistry(),
 			Now: func() time.Time { return now }})
+		require.NoError(t, err)
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, fuzzRequest(t, payload, mode))
 		switch w.Code {

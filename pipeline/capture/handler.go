@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/flagwatch/flagwatch/pipeline/capture/proxy"
 	"github.com/flagwatch/flagwatch/pipeline/event"
 )
 
@@ -30,47 +31,86 @@ type Producer interface {
 // Endpoints are the PostHog capture paths served (each also without the trailing slash).
 var Endpoints = []string{"/batch/", "/e/", "/i/v0/e/", "/capture/", "/track/"}
 
-// Handler serves the capture endpoints, /healthz and /metrics.
+// Handler serves the capture endpoints (or, in proxy mode, forwards everything to
+// PostHog and copies the events), the PostHog webhook, /healthz and /metrics.
 type Handler struct {
-	mux    *http.ServeMux
-	p      Producer
-	opts   Options
-	tokens map[string]bool
-	cors   map[string]bool // origins allowed to send credentials
-	m      *metrics
-	budget *budget
-	kafka  *kafkaState
-	log    *slog.Logger
+	root    http.Handler
+	p       Producer
+	opts    Options
+	tokens  map[string]bool
+	cors    map[string]bool // origins allowed to send credentials
+	m       *metrics
+	budget  *budget
+	kafka   *kafkaState
+	webhook *webhookAuth
+	tee     *tee // nil outside proxy mode
+	log     *slog.Logger
 }
 
-// NewHandler serves the capture endpoints, /healthz (opts.Health, where Kafka's state is
-// the "kafka" component) and /metrics, producing through p. It registers its metrics on
-// opts.Registry. Kafka's state comes from produce outcomes and from WatchKafka, which
-// the caller runs (Run does).
-func NewHandler(p Producer, opts Options) *Handler {
+// NewHandler serves the capture endpoints, the PostHog webhook, /healthz (opts.Health,
+// where Kafka's state is the "kafka" component) and /metrics, producing through p; with
+// opts.Upstream it is PostHog's reverse proxy instead of the capture endpoints (see
+// Options.Upstream). It registers its metrics on opts.Registry. Kafka's state comes from
+// produce outcomes and from WatchKafka, which the caller runs (Run does); in proxy mode
+// the caller also calls Close after the HTTP server stopped.
+func NewHandler(p Producer, opts Options) (*Handler, error) {
 	opts = opts.withDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, fmt.Errorf("capture options: %w", err)
+	}
+	api, assets, _ := opts.upstreams()
 	m := newMetrics(opts.Registry)
+	// In proxy mode PostHog answers the SDKs: Kafka down only costs flagwatch its copy,
+	// which /healthz shows as degraded rather than failing.
+	kafkaHealth := opts.Health
+	if api != nil {
+		kafkaHealth = nil
+	}
 	h := &Handler{p: p, opts: opts, tokens: map[string]bool{}, cors: map[string]bool{}, m: m,
-		budget: newBudget(opts.MaxInFlightBytes, opts.MaxInFlightRequests, m),
-		kafka:  newKafkaState(p, opts.Health, opts.Now, opts.Logger), log: opts.Logger}
+		budget:  newBudget(opts.MaxInFlightBytes, opts.MaxInFlightRequests, m),
+		kafka:   newKafkaState(p, kafkaHealth, opts.Now, opts.Logger),
+		webhook: newWebhookAuth(opts.WebhookSecret), log: opts.Logger}
 	for _, t := range opts.Tokens {
 		h.tokens[t] = true
 	}
 	for _, o := range opts.CORSCredentialOrigins {
 		h.cors[o] = true
 	}
-	mux := http.NewServeMux()
-	for _, ep := range Endpoints {
-		mux.Handle(ep+"{$}", h.endpoint(ep))
-		mux.Handle(strings.TrimSuffix(ep, "/"), h.endpoint(ep))
+	if api != nil {
+		h.tee = newTee(h)
 	}
-	mux.Handle("GET /healthz", opts.Health.Handler())
+	mux := http.NewServeMux()
+	mux.Handle(WebhookPath, h.webhookEndpoint())
+	mux.Handle("GET /healthz", h.healthz())
 	mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{}))
-	h.mux = mux
-	return h
+	h.root = mux
+	if api == nil {
+		for _, ep := range Endpoints {
+			mux.Handle(ep+"{$}", h.endpoint(ep))
+			mux.Handle(strings.TrimSuffix(ep, "/"), h.endpoint(ep))
+		}
+		return h, nil
+	}
+	px, err := proxy.New(proxy.Options{API: api, Assets: assets, MaxBodyBytes: opts.ProxyMaxBodyBytes, Tap: h.tee,
+		AdjustResponse: h.proxyCORS, Health: opts.Health, Registry: opts.Registry, Logger: opts.Logger})
+	if err != nil {
+		_ = h.tee.close(context.Background())
+		return nil, fmt.Errorf("capture proxy: %w", err)
+	}
+	// Everything but flagwatch's own paths goes to PostHog as it came: no ServeMux in
+	// front of the proxy, which would clean or redirect paths.
+	h.root = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/healthz", "/metrics", WebhookPath:
+			mux.ServeHTTP(w, r)
+		default:
+			px.ServeHTTP(w, r)
+		}
+	})
+	return h, nil
 }
 
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.root.ServeHTTP(w, r) }
 
 // WatchKafka pings the brokers until ctx ends — every KafkaCheckInterval while they
 // answer, every second while they do not — and reports the outcome to /healthz and to
@@ -78,6 +118,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.Serv
 func (h *Handler) WatchKafka(ctx context.Context) {
 	h.kafka.watch(ctx, h.opts.KafkaCheckInterval)
 }
+
+// Close, in proxy mode, stops taking copies of events and waits until the copies already
+// taken are decoded and handed to the producer, or ctx ends (then the rest are dropped
+// and counted). Call it once the HTTP server has stopped; flush the producer after it.
+func (h *Handler) Close(ctx context.Context) error {
+	if h.tee == nil {
+		return nil
+	}
+	return h.tee.close(ctx)
+}
+
+// listed reports whether token is a project key flagwatch keeps (all are, when none is
+// configured).
+func (h *Handler) listed(token string) bool { return len(h.tokens) == 0 || h.tokens[token] }
 
 func (h *Handler) endpoint(name string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -113,51 +167,63 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) int {
 // before any work: a wrong token outside the body, Kafka known to be down, no room in
 // the in-flight budget.
 func (h *Handler) accept(w http.ResponseWriter, r *http.Request) *apiError {
-	for _, tok := range outsideTokens(r) {
+	q := r.URL.Query()
+	for _, tok := range outsideTokens(q, r.Header) {
 		if aerr := h.authorize(tok); aerr != nil {
 			return aerr
 		}
 	}
+	recs, aerr := h.readRecords(w, r, false)
+	if aerr != nil {
+		return aerr
+	}
+	defer recs.release()
+	return h.produce(r.Context(), recs.recs)
+}
+
+// records are a request's records, holding their share of the in-flight budget until
+// released.
+type records struct {
+	recs []*kgo.Record
+	res  *reservation
+}
+
+func (rs records) release() { rs.res.release() }
+
+// readRecords reads, decodes and checks a request's events into records, whole or not
+// at all, once Kafka is not known to be down and the request fits in the budget. A
+// capture request's project key must be one of Tokens; a webhook's events may come in
+// the destination's default body, and carry no key (the secret authenticated them).
+func (h *Handler) readRecords(w http.ResponseWriter, r *http.Request, webhook bool) (records, *apiError) {
 	if down := h.kafka.down(); down != nil {
 		h.m.produceFails.WithLabelValues("known_down").Inc()
-		return kafkaUnavailable(down, h.opts.RetryAfter)
+		return records{}, kafkaUnavailable(down, h.opts.RetryAfter)
 	}
 	res, err := h.budget.admit()
 	if err != nil {
-		return h.overload(err)
+		return records{}, h.overload(err)
 	}
-	defer res.release()
 	payload, received, err := readPayload(w, r, h.opts.MaxBodyBytes, res)
 	h.m.bytes.WithLabelValues("received").Add(float64(received))
 	if err != nil {
-		return h.payloadError(err)
+		res.release()
+		return records{}, h.payloadError(err)
 	}
 	h.m.bytes.WithLabelValues("decoded").Add(float64(len(payload)))
-	// The token may be inside the body: until it is known, the work is bounded by the
-	// size limits and the budget, and the recursive parser is only reached by a payload
-	// of bounded depth.
-	if err := event.CheckDepth(payload); err != nil {
-		return invalid(err.Error(), event.ReasonTooDeep)
+	b, aerr := h.decodeBatch(payload, res)
+	if aerr == nil && webhook {
+		b.unwrapDestinationEvents()
 	}
-	if err := res.growForParse(len(payload), 0); err != nil {
-		return h.overload(err)
+	if aerr == nil {
+		aerr = b.parseEvents()
 	}
-	b, err := parseBatch(payload, func(events int) error { return res.grow(eventCost * int64(events)) })
-	if errors.Is(err, errBusy) || errors.Is(err, errOverBudget) {
-		return h.overload(err)
+	var token string
+	if aerr == nil && !webhook {
+		token, aerr = h.requestToken(r, b)
 	}
-	if err != nil {
-		return invalid(err.Error(), "invalid_payload")
-	}
-	if err := b.parseEvents(); err != nil {
-		return invalid(err.Error(), "invalid_payload")
-	}
-	token, err := requestToken(r, b)
-	if err != nil {
-		return invalid(err.Error(), "invalid_payload")
-	}
-	if aerr := h.authorize(token); aerr != nil {
-		return aerr
+	if aerr != nil {
+		res.release()
+		return records{}, aerr
 	}
 	rc := recordContext{topic: h.opts.Topic, token: token, now: h.opts.Now(), sentAt: b.sentAt}
 	if rc.sentAt == nil {
@@ -165,16 +231,37 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request) *apiError {
 	}
 	recs, err := buildRecords(b, rc)
 	if err != nil {
+		res.release()
 		var ee *eventError
 		if errors.As(err, &ee) {
 			if ee.err.Reason == event.ReasonBadTimestamp {
 				h.m.invalidTimes.Inc()
 			}
-			return invalid(err.Error(), ee.err.Reason)
+			return records{}, invalid(err.Error(), ee.err.Reason)
 		}
-		return invalid(err.Error(), "invalid_payload")
+		return records{}, invalid(err.Error(), "invalid_payload")
 	}
-	return h.produce(r.Context(), recs)
+	return records{recs: recs, res: res}, nil
+}
+
+// decodeBatch splits a payload into its events' raw bytes, within the budget. The token
+// may be inside the body: until it is known, the work is bounded by the size limits and
+// the budget, and the recursive parser is only reached by a payload of bounded depth.
+func (h *Handler) decodeBatch(payload []byte, res *reservation) (*batch, *apiError) {
+	if err := event.CheckDepth(payload); err != nil {
+		return nil, invalid(err.Error(), event.ReasonTooDeep)
+	}
+	if err := res.growForParse(len(payload), 0); err != nil {
+		return nil, h.overload(err)
+	}
+	b, err := parseBatch(payload, func(events int) error { return res.grow(eventCost * int64(events)) })
+	if errors.Is(err, errBusy) || errors.Is(err, errOverBudget) {
+		return nil, h.overload(err)
+	}
+	if err != nil {
+		return nil, invalid(err.Error(), "invalid_payload")
+	}
+	return b, nil
 }
 
 // parseCost is what parsing a payload of n bytes holds beyond the payload itself: the
@@ -186,6 +273,15 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request) *apiError {
 func parseCost(n int) int64 { return 2*int64(n) + int64(n)/16 + 4<<10 }
 
 const eventCost = 3072
+
+// requestToken is the request's project key, which must be one of Tokens.
+func (h *Handler) requestToken(r *http.Request, b *batch) (string, *apiError) {
+	token, err := requestToken(r.URL.Query(), r.Header, b)
+	if err != nil {
+		return "", invalid(err.Error(), "invalid_payload")
+	}
+	return token, h.authorize(token)
+}
 
 func (h *Handler) authorize(token string) *apiError {
 	if len(h.tokens) == 0 || h.tokens[token] {

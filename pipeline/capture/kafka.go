@@ -26,7 +26,7 @@ const downCheckInterval = time.Second
 // acks that will not come (and holding its memory meanwhile).
 type kafkaState struct {
 	p      Producer
-	health *ops.Health
+	health *ops.Health // nil: not reported
 	now    func() time.Time
 	log    *slog.Logger
 
@@ -58,9 +58,9 @@ func (k *kafkaState) failed(err error) {
 	k.err = err
 	k.mu.Unlock()
 	if was == nil {
-		k.log.Warn("Kafka is down; answering 503 with Retry-After until a broker answers", "err", err)
+		k.log.Warn("Kafka is down; "+k.effect(), "err", err)
 	}
-	k.health.Report(kafkaComponent, err)
+	k.report(err)
 }
 
 func (k *kafkaState) ok() {
@@ -69,9 +69,29 @@ func (k *kafkaState) ok() {
 	k.err = nil
 	k.mu.Unlock()
 	if was != nil {
-		k.log.Info("Kafka answers again; accepting events")
+		if k.health == nil {
+			k.log.Info("Kafka answers again; keeping copies of events")
+		} else {
+			k.log.Info("Kafka answers again; accepting events")
+		}
 	}
-	k.health.Report(kafkaComponent, nil)
+	k.report(nil)
+}
+
+// effect says what Kafka down means for the requests.
+func (k *kafkaState) effect() string {
+	if k.health == nil {
+		return "dropping the copies of events until a broker answers (PostHog still answers the SDKs); the webhook answers 503"
+	}
+	return "answering 503 with Retry-After until a broker answers"
+}
+
+// report tells /healthz, unless health is nil (proxy mode, where Kafka down only
+// degrades capture: the proxy still answers).
+func (k *kafkaState) report(err error) {
+	if k.health != nil {
+		k.health.Report(kafkaComponent, err)
+	}
 }
 
 // watch pings until ctx ends: every interval while Kafka is up, every

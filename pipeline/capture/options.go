@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"runtime"
 	"strings"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flagwatch/flagwatch/pipeline/broker"
+	"github.com/flagwatch/flagwatch/pipeline/capture/proxy"
 	"github.com/flagwatch/flagwatch/pipeline/config"
 	"github.com/flagwatch/flagwatch/pipeline/ops"
 )
@@ -31,6 +33,9 @@ const (
 	DefaultProduceTimeout      = 10 * time.Second
 	DefaultShutdownTimeout     = 30 * time.Second
 	DefaultRetryAfter          = 5 * time.Second
+	// DefaultTeeQueue is how many copies of proxied event requests may wait to be
+	// decoded; more are dropped (and counted), never waited for.
+	DefaultTeeQueue = 1024
 )
 
 // Options configure capture. The zero value of each field means its default.
@@ -86,6 +91,30 @@ type Options struct {
 	// collectors on it, so give each handler its own. Nil: a new registry (Run adds the
 	// Go and process collectors).
 	Registry *prometheus.Registry
+	// Upstream, when set (https://us.i.posthog.com), makes capture PostHog's reverse
+	// proxy: every request is forwarded to PostHog unchanged and answered by PostHog,
+	// and a copy of each event request PostHog accepted is produced to Kafka in the
+	// background (see tee.go). Events are then kept only when their project key is in
+	// Tokens (or all, when Tokens is empty); the forwarded request is never refused
+	// for flagwatch's reasons.
+	Upstream string
+	// AssetsUpstream receives /static/* and /array/* in proxy mode (default: PostHog
+	// Cloud's assets host for its API hosts, https://us-assets.i.posthog.com, else
+	// Upstream).
+	AssetsUpstream string
+	// ProxyMaxBodyBytes bounds a proxied request body (default 64 MiB, PostHog's);
+	// only the copies of event requests are held in memory, within MaxBodyBytes and
+	// the in-flight budget.
+	ProxyMaxBodyBytes int64
+	// TeeQueue is how many copies may wait to be decoded (default 1024); TeeWorkers
+	// how many goroutines decode them (default GOMAXPROCS).
+	TeeQueue   int
+	TeeWorkers int
+	// WebhookSecret enables POST /webhook/posthog, PostHog's "HTTP Webhook"
+	// destination, for requests carrying Authorization: Bearer <secret>; several
+	// secrets, comma-separated, are all accepted (to rotate one). Unset: the webhook
+	// answers 404.
+	WebhookSecret config.Secret
 	// KafkaOpts are appended to the producer's options (TLS, SASL, tests).
 	KafkaOpts []kgo.Opt
 	// OnListen, when set, is called by Run with the bound address before serving.
@@ -132,6 +161,15 @@ func (o Options) withDefaults() Options {
 	if o.ShutdownTimeout == 0 {
 		o.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	if o.ProxyMaxBodyBytes == 0 {
+		o.ProxyMaxBodyBytes = proxy.DefaultMaxBodyBytes
+	}
+	if o.TeeQueue == 0 {
+		o.TeeQueue = DefaultTeeQueue
+	}
+	if o.TeeWorkers == 0 {
+		o.TeeWorkers = runtime.GOMAXPROCS(0)
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -171,7 +209,47 @@ func (o Options) validate() error {
 			errs = append(errs, errors.New("tokens: empty API key"))
 		}
 	}
+	if _, _, err := o.upstreams(); err != nil {
+		errs = append(errs, err)
+	}
+	if o.ProxyMaxBodyBytes < 0 {
+		errs = append(errs, fmt.Errorf("proxy max body bytes %d: must be positive", o.ProxyMaxBodyBytes))
+	}
+	if o.TeeQueue < 0 || o.TeeWorkers < 0 {
+		errs = append(errs, fmt.Errorf("tee queue %d, workers %d: must be positive", o.TeeQueue, o.TeeWorkers))
+	}
 	return errors.Join(errs...)
+}
+
+// upstreams parses Upstream and AssetsUpstream; api is nil outside proxy mode.
+func (o Options) upstreams() (api, assets *url.URL, err error) {
+	if o.Upstream == "" {
+		if o.AssetsUpstream != "" {
+			return nil, nil, errors.New("assets upstream: set only with an upstream (the PostHog API host)")
+		}
+		return nil, nil, nil
+	}
+	if api, err = parseUpstream(o.Upstream); err != nil {
+		return nil, nil, fmt.Errorf("upstream: %w", err)
+	}
+	if o.AssetsUpstream == "" {
+		if assets = proxy.AssetsHost(api); assets == nil {
+			assets = api
+		}
+		return api, assets, nil
+	}
+	if assets, err = parseUpstream(o.AssetsUpstream); err != nil {
+		return nil, nil, fmt.Errorf("assets upstream: %w", err)
+	}
+	return api, assets, nil
+}
+
+func parseUpstream(s string) (*url.URL, error) {
+	u, err := url.Parse(strings.TrimSuffix(s, "/"))
+	if err != nil {
+		return nil, err
+	}
+	return u, proxy.CheckUpstream(u)
 }
 
 // checkOrigin accepts a browser origin as browsers send it: scheme://host[:port], no

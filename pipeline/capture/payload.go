@@ -33,6 +33,34 @@ type wire struct {
 // fit. received is the bytes the request carried.
 func readPayload(w http.ResponseWriter, r *http.Request, limit int64, res *reservation) (payload []byte, received int, err error) {
 	q := r.URL.Query()
+	if err := checkRequest(q, r.Header); err != nil {
+		return nil, 0, err
+	}
+	var body []byte
+	if q.Get("data") == "" {
+		if body, err = readBody(w, r, limit, res); err != nil {
+			return nil, len(body), err
+		}
+	}
+	return requestPayload(q, r.Header, body, limit, res)
+}
+
+// checkRequest refuses, before the body is read, the encodings capture cannot undo.
+func checkRequest(q url.Values, hdr http.Header) error {
+	if err := checkCompression(strings.ToLower(q.Get("compression"))); err != nil {
+		return err
+	}
+	if q.Get("data") != "" {
+		return nil
+	}
+	_, err := contentEncoding(hdr)
+	return err
+}
+
+// requestPayload is the JSON payload of a request whose query is q, headers hdr and body
+// body (already read, and reserved from res): ?data=, a form's data= field, or the body,
+// with its compression and encodings undone. received is the bytes the request carried.
+func requestPayload(q url.Values, hdr http.Header, body []byte, limit int64, res *reservation) (payload []byte, received int, err error) {
 	compression := strings.ToLower(q.Get("compression"))
 	if err := checkCompression(compression); err != nil {
 		return nil, 0, err
@@ -46,16 +74,12 @@ func readPayload(w http.ResponseWriter, r *http.Request, limit int64, res *reser
 		in = wire{data: []byte(restorePlus(d)), compression: compression}
 		received = len(d)
 	} else {
-		enc, err := contentEncoding(r)
+		enc, err := contentEncoding(hdr)
 		if err != nil {
 			return nil, 0, err
 		}
-		body, err := readBody(w, r, limit, res)
 		received = len(body)
-		if err != nil {
-			return nil, received, err
-		}
-		if enc == "" && isForm(r, body) {
+		if enc == "" && isForm(hdr, body) {
 			// url.ParseQuery copies the body, and the data field once more.
 			if err := res.grow(2 * int64(len(body))); err != nil {
 				return nil, received, err
@@ -148,8 +172,8 @@ func checkCompression(c string) error {
 }
 
 // contentEncoding returns "gzip" or "" (identity), or an error for anything else.
-func contentEncoding(r *http.Request) (string, error) {
-	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
+func contentEncoding(hdr http.Header) (string, error) {
+	switch enc := strings.ToLower(strings.TrimSpace(hdr.Get("Content-Encoding"))); enc {
 	case "", "identity":
 		return "", nil
 	case "gzip", "x-gzip":
@@ -161,7 +185,7 @@ func contentEncoding(r *http.Request) (string, error) {
 
 // isForm reports whether body is a urlencoded form: by its content type, unless the body
 // plainly is JSON or gzip (some clients label everything a form), or by a leading data=.
-func isForm(r *http.Request, body []byte) bool {
+func isForm(hdr http.Header, body []byte) bool {
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	if looksJSON(trimmed) || bytes.HasPrefix(body, gzipMagic) {
 		return false
@@ -169,7 +193,7 @@ func isForm(r *http.Request, body []byte) bool {
 	if bytes.HasPrefix(trimmed, []byte("data=")) {
 		return true
 	}
-	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	mt, _, _ := mime.ParseMediaType(hdr.Get("Content-Type"))
 	return mt == "application/x-www-form-urlencoded"
 }
 

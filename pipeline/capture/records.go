@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -16,9 +17,8 @@ import (
 
 // requestToken finds the request's API key: the body's, the query's (?token=,
 // ?api_key=), the Authorization bearer's, or the events'. A request carries one key.
-func requestToken(r *http.Request, b *batch) (string, error) {
-	q := r.URL.Query()
-	candidates := []string{b.token, q.Get("token"), q.Get("api_key"), bearer(r)}
+func requestToken(q url.Values, hdr http.Header, b *batch) (string, error) {
+	candidates := []string{b.token, q.Get("token"), q.Get("api_key"), bearer(hdr)}
 	for i := range b.events {
 		tok, err := b.events[i].token()
 		if err != nil {
@@ -41,10 +41,9 @@ func requestToken(r *http.Request, b *batch) (string, error) {
 
 // outsideTokens are the API keys a request carries outside its body (?token=,
 // ?api_key=, Authorization: Bearer): they can be checked before the body is read.
-func outsideTokens(r *http.Request) []string {
-	q := r.URL.Query()
+func outsideTokens(q url.Values, hdr http.Header) []string {
 	var out []string
-	for _, t := range []string{q.Get("token"), q.Get("api_key"), bearer(r)} {
+	for _, t := range []string{q.Get("token"), q.Get("api_key"), bearer(hdr)} {
 		if t != "" {
 			out = append(out, t)
 		}
@@ -52,8 +51,8 @@ func outsideTokens(r *http.Request) []string {
 	return out
 }
 
-func bearer(r *http.Request) string {
-	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+func bearer(hdr http.Header) string {
+	scheme, tok, ok := strings.Cut(hdr.Get("Authorization"), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return ""
 	}

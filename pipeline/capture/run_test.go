@@ -72,6 +72,45 @@ func TestRunFinishesInFlightRequestsOnShutdown(t *testing.T) {
 	require.Equal(t, "u", string(recs[0].Key))
 }
 
+// In proxy mode, shutdown lets the request in flight finish — PostHog answers it — and
+// drains the copies already taken before the producer is flushed: the event is in Kafka
+// when Run returns.
+func TestRunProxyModeDrainsCopiesOnShutdown(t *testing.T) {
+	kafka := brokertest.Cluster(t, 1, broker.EventsTopic)
+	ph := newPostHog(t, "k")
+	held, release := ph.holdNext()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addrc, runErr := make(chan net.Addr, 1), make(chan error, 1)
+	go func() {
+		runErr <- capture.Run(ctx, capture.Options{
+			Addr: "127.0.0.1:0", Brokers: kafka.Addrs(), Upstream: ph.url(), Logger: slog.New(slog.DiscardHandler),
+			OnListen: func(a net.Addr) { addrc <- a },
+		})
+	}()
+	base := "http://" + (<-addrc).String()
+	status := make(chan int, 1)
+	go func() {
+		res, err := http.Post(base+"/batch/", "application/json", strings.NewReader(oneEvent))
+		if err != nil {
+			status <- 0
+			return
+		}
+		res.Body.Close()
+		status <- res.StatusCode
+	}()
+	waitFor(t, held, "the request to reach PostHog")
+	cancel()
+	close(release)
+	require.Equal(t, http.StatusOK, <-status, "PostHog's answer")
+	require.NoError(t, <-runErr)
+
+	consumer := brokertest.Client(t, kafka, kgo.ConsumeTopics(broker.EventsTopic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	recs := (&env{t: t, consumer: consumer}).records(1)
+	require.Equal(t, "u", string(recs[0].Key))
+}
+
 func TestRunRejectsBadOptions(t *testing.T) {
 	err := capture.Run(context.Background(), capture.Options{MaxBodyBytes: -1, Logger: slog.New(slog.DiscardHandler)})
 	require.ErrorContains(t, err, "max body bytes -1: must be positive")
