@@ -634,7 +634,7 @@ func (b *builder) exposures(f config.Flag, ordered []string, d *FlagData, users 
 		}
 	}
 	for _, x := range d.Latest {
-		if x.Decision == alert.SRM && x.SegmentProperty == "" {
+		if x.Decision == alert.SRM && x.SegmentProperty == "" && x.Metric == "" {
 			srm.Alarm, srm.P, srm.Checked, srm.Reason = true, x.P, true, x.Reason
 		}
 	}
