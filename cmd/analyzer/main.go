@@ -12,6 +12,7 @@ import (
 	"github.com/flagwatch/flagwatch/pipeline/analyze"
 	"github.com/flagwatch/flagwatch/pipeline/cli"
 	"github.com/flagwatch/flagwatch/pipeline/evaluate"
+	"github.com/flagwatch/flagwatch/pipeline/web"
 )
 
 func main() {
@@ -26,6 +27,7 @@ func main() {
 		}
 	}
 	flags := func(fs *flag.FlagSet) { opts.RegisterFlags(fs) }
+	var report web.ReportOptions
 	cli.Main(&cli.Command{
 		Name:    "analyzer",
 		Summary: "turns flagwatch's ClickHouse data into decisions per flag, metric and segment, and alerts",
@@ -40,6 +42,20 @@ flag_alerts topic, and the monitor's rollback action on a guardrail breach.`,
 			Name:    "once",
 			Summary: "one pass: one JSON object per (flag, metric, segment, variant) on stdout; alerts emitted",
 			Flags:   flags, Run: pass(true),
+		}, {
+			Name:    "report",
+			Summary: "writes the flags list and every flag's page as static HTML files to -out",
+			About: `The same pages the analyzer serves — verdict, what to do, metrics, lift over time,
+segments, exposures and SRM, alerts — read from the results in ClickHouse, written as
+self-contained files (index.html, flags/<key>.html with .json and .csv beside it).`,
+			Flags: func(fs *flag.FlagSet) { report.RegisterFlags(fs) },
+			Run: func(ctx context.Context, log *slog.Logger) error {
+				if report.Out == "" {
+					return cli.Usagef("%v", web.ErrNoOut)
+				}
+				report.Logger = log
+				return web.RunReport(ctx, report)
+			},
 		}, {
 			Name:    "evaluate",
 			Summary: "the statistics alone: sufficient statistics as JSON on stdin, one verdict per line on stdout",

@@ -301,7 +301,9 @@ func Handler(o Options) http.Handler {
 	o, err := o.withDefaults()
 	mux := http.NewServeMux()
 	if err != nil {
-		mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) { http.Error(w, err.Error(), http.StatusInternalServerError) })
+		mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		})
 		return mux
 	}
 	s := &server{o: o}

@@ -184,12 +184,12 @@ type CohortSeries struct {
 
 // ExposureView is the users first exposed per day and variant, and the SRM check.
 type ExposureView struct {
-	Variants []string        `json:"variants"`
+	Variants []string         `json:"variants"`
 	Days     []ExposureDayRow `json:"days"`
 	Totals   []VariantUsers   `json:"totals"`
-	Multiple int64           `json:"multiple"`
-	SRM      SRMView         `json:"srm"`
-	Chart    template.HTML   `json:"-"`
+	Multiple int64            `json:"multiple"`
+	SRM      SRMView          `json:"srm"`
+	Chart    template.HTML    `json:"-"`
 }
 
 // ExposureDayRow is one day's new users per variant (in ExposureView.Variants order).
@@ -201,13 +201,13 @@ type ExposureDayRow struct {
 // SRMView is the sample-ratio check: the analyzer's verdict and the split behind it.
 type SRMView struct {
 	// Alarm is set when the latest pass reported srm.
-	Alarm    bool          `json:"alarm"`
-	P        float64       `json:"p"`
-	Checked  bool          `json:"checked"`
-	Expected []SplitShare  `json:"expected"`
-	Observed []SplitShare  `json:"observed"`
+	Alarm    bool           `json:"alarm"`
+	P        float64        `json:"p"`
+	Checked  bool           `json:"checked"`
+	Expected []SplitShare   `json:"expected"`
+	Observed []SplitShare   `json:"observed"`
 	Users    []VariantUsers `json:"users"`
-	Reason   string        `json:"reason,omitempty"`
+	Reason   string         `json:"reason,omitempty"`
 }
 
 // TimelineRow is one thing that happened: an alert, a Slack post, a rollback.
@@ -243,10 +243,25 @@ func isFinding(x Result) bool {
 	return x.SegmentValue == "" && !isTotal(x) && x.Decision != alert.InsufficientData
 }
 
-func (b *builder) flagConfig(key string, variants []string) config.Flag {
-	f := b.mons.ForFlag(key, variants)
-	if f.Control == "" {
-		f.Control = "control"
+// flagConfig is the flag's monitor. variants are every variant seen when known (a
+// page reads them from the exposures); otherwise (the list) only the test variants of
+// the results are known, and the control is the one those leave out.
+func (b *builder) flagConfig(key string, variants []string, complete bool) config.Flag {
+	if complete {
+		f := b.mons.ForFlag(key, variants)
+		if f.Control == "" {
+			f.Control = "control"
+		}
+		return f
+	}
+	f := b.mons.ForFlag(key, nil)
+	if i := slices.IndexFunc(b.mons.Flags, func(x config.Flag) bool { return x.Key == key }); i < 0 || b.mons.Flags[i].Control == "" {
+		switch {
+		case slices.Contains(variants, "true") && !slices.Contains(variants, "false"):
+			f.Control = "false"
+		case !slices.Contains(variants, "control"):
+			f.Control = "control"
+		}
 	}
 	return f
 }
@@ -288,10 +303,11 @@ func usersOf(control string, rows []Result) []VariantUsers {
 // summary builds a flag's line of the list from its latest whole-flag rows (and, for
 // the action of a divergence, the segment rows when the caller has them).
 func (b *builder) summary(key string, act *Activity, rows []Result, rb *Rollback, variants []string) FlagSummary {
-	if len(variants) == 0 {
-		variants = append([]string{}, testVariants(rows)...)
+	complete := len(variants) > 0
+	if !complete {
+		variants = testVariants(rows)
 	}
-	f := b.flagConfig(key, variants)
+	f := b.flagConfig(key, variants, complete)
 	s := FlagSummary{Key: key, Declared: f.Declared, Control: f.Control, MinUsersPerVariant: b.mons.Defaults.MinUsersPerVariant,
 		RolledBack: rb}
 	s.Variants = usersOf(f.Control, rows)
@@ -331,7 +347,7 @@ func (b *builder) page(d *FlagData) *FlagPage {
 	}
 	p := &FlagPage{FlagSummary: b.summary(d.Key, d.Activity, d.Latest, rb, variants),
 		Effect: b.effect, Alpha: b.mons.Defaults.Alpha}
-	f := b.flagConfig(d.Key, variants)
+	f := b.flagConfig(d.Key, variants, len(variants) > 0)
 	ordered := orderVariants(f.Control, variants)
 	for i, share := range f.ExpectedSplit(ordered) {
 		p.Split = append(p.Split, SplitShare{Variant: ordered[i], Share: share})

@@ -138,7 +138,7 @@ const maxTimeline = 500
 // chReader reads the results history from ClickHouse. Every query is bounded by the
 // tables' sort keys: analysis_results is ordered by (flag, metric, segment_property,
 // segment_value, variant, pass_time), so a flag's rows are one range of the key and the
-// rows with segment_value = '' (totals and findings) are granules ClickHouse can pick
+// rows with segment_value = ” (totals and findings) are granules ClickHouse can pick
 // out without reading the per-segment ones.
 type chReader struct {
 	conn store.Conn
@@ -536,10 +536,9 @@ func parseRollback(s string, emittedMs int64) *Rollback {
 	if err := json.Unmarshal([]byte(s), &rb); err != nil {
 		return &Rollback{Status: "unknown", Detail: "unreadable rollback record: " + err.Error(), At: time.UnixMilli(emittedMs).UTC()}
 	}
-	if rb.At.IsZero() {
-		rb.At = time.UnixMilli(emittedMs)
-	}
-	rb.At = rb.At.UTC()
+	// Placed at the pass that called it: the analyzer's clock, like every other time
+	// on the page.
+	rb.At = time.UnixMilli(emittedMs).UTC()
 	return &rb
 }
 

@@ -220,7 +220,7 @@ func (b *builder) verdict(f config.Flag, s FlagSummary, rows []Result) verdict {
 	}
 	if x := first(alert.SRM, findings); x != nil {
 		return verdict{status: StatusSRM,
-			sentence: fmt.Sprintf("%s has a sample ratio mismatch: %s, against the configured split (p = %s).", key, splitText(s.Variants), PValue(x.P)),
+			sentence: fmt.Sprintf("%s has a sample ratio mismatch: %s, against the configured split (%s).", key, splitText(s.Variants), pText(x.P)),
 			action:   "Don't act on these results: check the flag-evaluation code (who is assigned, who is exposed, and whether an error path skips the exposure event)."}
 	}
 	if x := first(alert.Loss, totals); x != nil {
@@ -252,7 +252,11 @@ func (b *builder) verdict(f config.Flag, s FlagSummary, rows []Result) verdict {
 			action:   "Look at the cohorts before deciding: a novelty effect wearing off, a bug shipped to later users or a change in who arrives."}
 	}
 	if x := first(alert.Stale, findings); x != nil {
-		return verdict{status: StatusStale, sentence: fmt.Sprintf("%s is stale: %s.", key, x.Reason),
+		sentence := fmt.Sprintf("%s is stale: %s.", key, x.Reason)
+		if s.LastExposure != nil {
+			sentence = fmt.Sprintf("%s is stale: no exposures since %s (%s ago).", key, When(*s.LastExposure), Duration(b.now.Sub(*s.LastExposure)))
+		}
+		return verdict{status: StatusStale, sentence: sentence,
 			action: "Clean up the flag (ship or remove it), or check the SDK if it should still be evaluated."}
 	}
 	return b.waiting(f, s, totals, findings)
@@ -415,3 +419,12 @@ func (b *builder) waiting(f config.Flag, s FlagSummary, totals, findings []Resul
 
 // effectText formats an effect size without needless decimals: 0.05 → "5%".
 func effectText(e float64) string { return strconv.FormatFloat(100*e, 'g', 3, 64) + "%" }
+
+// pText states a p-value in a sentence: "p = 0.003", "p < 0.0001".
+func pText(p float64) string {
+	v := PValue(p)
+	if strings.HasPrefix(v, "<") {
+		return "p " + v
+	}
+	return "p = " + v
+}

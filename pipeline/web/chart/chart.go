@@ -292,7 +292,9 @@ func (c Lift) SVG() template.HTML {
 		}
 		v.Series = append(v.Series, sv)
 	}
-	for i, e := range c.Events {
+	// Events of one pass share a line and a label, so labels do not pile up.
+	for _, e := range c.Events {
+		x := xs.at(float64(e.T.Unix()))
 		col := colourNone
 		switch {
 		case e.Kind == "rollback":
@@ -302,8 +304,18 @@ func (c Lift) SVG() template.HTML {
 		case e.Decision == "loss" || e.Decision == "guardrail_breach":
 			col = colourLoss
 		}
-		v.Events = append(v.Events, eventView{X: xs.at(float64(e.T.Unix())), Label: e.Label, Colour: col, Kind: e.Kind,
-			LabelY: v.Top + 10 + float64(i%3)*11})
+		if n := len(v.Events); n > 0 && math.Abs(v.Events[n-1].X-x) < 0.5 && v.Events[n-1].Kind == e.Kind {
+			last := &v.Events[n-1]
+			last.Label += ", " + e.Label
+			if col != colourNone {
+				last.Colour = col
+			}
+			continue
+		}
+		v.Events = append(v.Events, eventView{X: x, Label: e.Label, Colour: col, Kind: e.Kind})
+	}
+	for i := range v.Events {
+		v.Events[i].LabelY = v.Top + 10 + float64(i%4)*11
 	}
 	v.Desc = strings.Join(desc, "; ")
 	return render("lift.svg", v)
@@ -517,13 +529,13 @@ type Cohorts struct {
 }
 
 type cohortsView struct {
-	Title, Desc                    string
-	W, H, Left, Right, Top, Bot    float64
-	ZeroY                          float64
-	YTicks, XTicks                 []Tick
-	Points                         []forestRowView
-	Shift                          *Tick
-	Empty                          bool
+	Title, Desc                     string
+	W, H, Left, Right, Top, Bot     float64
+	ZeroY                           float64
+	YTicks, XTicks                  []Tick
+	Points                          []forestRowView
+	Shift                           *Tick
+	Empty                           bool
 	MidX, YLabelPos, XLabelY, PlotH float64
 }
 
