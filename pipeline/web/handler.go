@@ -274,8 +274,18 @@ func List(ctx context.Context, o Options) (*ListPage, error) {
 // ErrUnknownFlag is returned for a flag with no results, no exposures and no monitor.
 var ErrUnknownFlag = errors.New("unknown flag")
 
-// Flag builds one flag's page.
+// Flag builds one flag's page, charts included.
 func Flag(ctx context.Context, o Options, key string) (*FlagPage, error) {
+	p, err := flagPage(ctx, o, key)
+	if err != nil {
+		return nil, err
+	}
+	drawCharts(p)
+	return p, nil
+}
+
+// flagPage builds one flag's page without its charts (what the JSON carries).
+func flagPage(ctx context.Context, o Options, key string) (*FlagPage, error) {
 	o, err := o.withDefaults()
 	if err != nil {
 		return nil, err
@@ -288,9 +298,7 @@ func Flag(ctx context.Context, o Options, key string) (*FlagPage, error) {
 	if len(d.Latest) == 0 && d.Activity == nil && len(d.Exposures) == 0 && len(d.Alerts) == 0 && !declared {
 		return nil, fmt.Errorf("%w %q", ErrUnknownFlag, key)
 	}
-	p := o.builder().page(d)
-	drawCharts(p)
-	return p, nil
+	return o.builder().page(d), nil
 }
 
 // Handler serves the flags list (/), a page per flag (/flags/{key}), the same numbers
@@ -400,7 +408,7 @@ func (s *server) listJSON(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) flagJSON(w http.ResponseWriter, r *http.Request) {
-	p, err := Flag(r.Context(), s.o, r.PathValue("key"))
+	p, err := flagPage(r.Context(), s.o, r.PathValue("key"))
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -412,7 +420,7 @@ func (s *server) csv(w http.ResponseWriter, r *http.Request) {
 	key := r.PathValue("key")
 	d, err := s.o.Reader.Flag(r.Context(), key)
 	if err == nil && len(d.Latest) == 0 {
-		_, err = Flag(r.Context(), s.o, key) // unknown flag → 404, known → empty file
+		_, err = flagPage(r.Context(), s.o, key) // unknown flag → 404, known → empty file
 	}
 	if err != nil {
 		s.fail(w, r, err)

@@ -3,6 +3,7 @@ package web
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -144,7 +145,7 @@ type chReader struct {
 	conn store.Conn
 
 	mu       sync.Mutex
-	optional map[string]bool // optional analysis_results columns present, nil until read
+	optional map[string]map[string]bool // per table, the optional columns it has
 }
 
 // NewReader returns the Reader over the analyzer's tables in conn's database.
@@ -154,30 +155,33 @@ func NewReader(conn store.Conn) Reader { return &chReader{conn: conn} }
 // ones the table has and a constant for the others.
 var optionalColumns = []string{"discovered"}
 
-func (r *chReader) columns(ctx context.Context) (map[string]bool, error) {
+func (r *chReader) columns(ctx context.Context, table string) (map[string]bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.optional != nil {
-		return r.optional, nil
+	if have, ok := r.optional[table]; ok {
+		return have, nil
 	}
-	rows, err := r.conn.Query(ctx, "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = 'analysis_results' AND name IN "+
-		inList(optionalColumns))
+	rows, err := r.conn.Query(ctx, "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = "+
+		store.Quote(table)+" AND name IN "+inList(optionalColumns))
 	if err != nil {
-		return nil, fmt.Errorf("read analysis_results columns: %w", err)
+		return nil, fmt.Errorf("read %s columns: %w", table, err)
 	}
 	defer rows.Close()
 	have := map[string]bool{}
 	for rows.Next() {
 		var name string
 		if err := rows.Scan(&name); err != nil {
-			return nil, fmt.Errorf("scan analysis_results columns: %w", err)
+			return nil, fmt.Errorf("scan %s columns: %w", table, err)
 		}
 		have[name] = true
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read analysis_results columns: %w", err)
+		return nil, fmt.Errorf("read %s columns: %w", table, err)
 	}
-	r.optional = have
+	if r.optional == nil {
+		r.optional = map[string]map[string]bool{}
+	}
+	r.optional[table] = have
 	return have, nil
 }
 
@@ -189,9 +193,9 @@ func inList(ss []string) string {
 	return "(" + strings.Join(q, ", ") + ")"
 }
 
-// resultColumns is the select list of a Result, in scanResult's order.
-func (r *chReader) resultColumns(ctx context.Context) (string, error) {
-	have, err := r.columns(ctx)
+// resultColumns is the select list of a Result from table, in scanResult's order.
+func (r *chReader) resultColumns(ctx context.Context, table string) (string, error) {
+	have, err := r.columns(ctx, table)
 	if err != nil {
 		return "", err
 	}
@@ -218,12 +222,14 @@ func scanResult(rows store.Rows) (Result, error) {
 	return x, nil
 }
 
-func (r *chReader) results(ctx context.Context, what, where, tail string) ([]Result, error) {
-	cols, err := r.resultColumns(ctx)
+// results reads Results from table ("analysis_results", or "analysis_latest FINAL").
+func (r *chReader) results(ctx context.Context, what, table, where, tail string) ([]Result, error) {
+	name, _, _ := strings.Cut(table, " ")
+	cols, err := r.resultColumns(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	rows, err := r.conn.Query(ctx, "SELECT "+cols+"\nFROM analysis_results\nWHERE "+where+"\n"+tail)
+	rows, err := r.conn.Query(ctx, "SELECT "+cols+"\nFROM "+table+"\nWHERE "+where+"\n"+tail)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", what, err)
 	}
@@ -242,14 +248,13 @@ func (r *chReader) results(ctx context.Context, what, where, tail string) ([]Res
 	return out, nil
 }
 
-// Flags reads the latest pass of every flag (its whole-flag rows), the flags' activity
-// and their rollbacks: three queries whatever the number of flags.
+// Flags reads the latest pass of every flag from analysis_latest (one row per key, so
+// a few thousand rows however long the history), the flags' activity and their
+// rollbacks: three small queries whatever the number of flags and passes.
 func (r *chReader) Flags(ctx context.Context) ([]FlagState, error) {
-	// The latest pass per flag is found among the whole-flag rows only: every pass writes
-	// at least one for every flag it looks at, and they are a small part of the table.
-	latest, err := r.results(ctx, "latest results", `segment_value = '' AND (flag, pass_id) IN (
-	SELECT flag, argMax(pass_id, pass_time) FROM analysis_results WHERE segment_value = '' GROUP BY flag)`,
-		"ORDER BY flag, metric, segment_property, variant")
+	// Segment values only where they decided something: where to ship, and where not.
+	latest, err := r.results(ctx, "latest results", "analysis_latest FINAL", "segment_value = '' OR decision IN ('win', 'loss')",
+		"ORDER BY flag, metric, segment_property, segment_value, variant")
 	if err != nil {
 		return nil, err
 	}
@@ -272,9 +277,13 @@ func (r *chReader) Flags(ctx context.Context) ([]FlagState, error) {
 		order = append(order, k)
 		return s
 	}
-	for _, x := range latest {
+	for _, x := range newestPass(latest) {
 		s := get(x.Flag)
-		s.Latest = append(s.Latest, x)
+		if x.SegmentValue == "" {
+			s.Latest = append(s.Latest, x)
+		} else {
+			s.Segments = append(s.Segments, x)
+		}
 	}
 	for k, a := range acts {
 		get(k).Activity = a
@@ -284,29 +293,31 @@ func (r *chReader) Flags(ctx context.Context) ([]FlagState, error) {
 			s.Rollback = rb
 		}
 	}
-	// Where to ship a flag whose segments diverge depends on each value's decision: read
-	// those rows for such flags only.
-	var diverging []string
-	for _, x := range latest {
-		if x.Decision == "segment_divergence" {
-			diverging = append(diverging, "(flag = "+store.Quote(x.Flag)+" AND pass_id = "+store.Quote(x.PassID)+
-				" AND metric = "+store.Quote(x.Metric)+" AND segment_property = "+store.Quote(x.SegmentProperty)+")")
-		}
-	}
-	if len(diverging) > 0 {
-		segs, err := r.results(ctx, "diverging segments", "segment_value != '' AND decision IN ('win', 'loss') AND ("+strings.Join(diverging, " OR ")+")", "")
-		if err != nil {
-			return nil, err
-		}
-		for _, x := range segs {
-			byKey[x.Flag].Segments = append(byKey[x.Flag].Segments, x)
-		}
-	}
+	sort.Strings(order)
 	out := make([]FlagState, 0, len(order))
 	for _, k := range order {
 		out = append(out, *byKey[k])
 	}
 	return out, nil
+}
+
+// newestPass keeps, per flag, the rows of its newest pass: analysis_latest also holds
+// keys that later passes stopped reporting (a segment value gone, a metric removed).
+func newestPass(rows []Result) []Result {
+	newest := map[string]Result{}
+	for _, x := range rows {
+		n, ok := newest[x.Flag]
+		if !ok || x.PassTime.After(n.PassTime) || (x.PassTime.Equal(n.PassTime) && x.PassID > n.PassID) {
+			newest[x.Flag] = x
+		}
+	}
+	out := rows[:0]
+	for _, x := range rows {
+		if x.PassID == newest[x.Flag].PassID {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 // activity reads flag_activity for one flag, or every flag when key is "".
@@ -364,55 +375,107 @@ WHERE rollback LIKE '%"status":"ok"%' ORDER BY emitted_ms`)
 	return out, nil
 }
 
-// Flag reads one flag's page: its latest pass, the downsampled history of its totals,
-// its alerts, Slack posts and exposures per day.
+// Flag reads one flag's page: its latest pass (analysis_latest), the downsampled
+// history of its totals (one range of analysis_results' sort key), its alerts, Slack
+// posts and exposures per day.
 func (r *chReader) Flag(ctx context.Context, key string) (*FlagData, error) {
 	d := &FlagData{Key: key}
-	k := store.Quote(key)
-	var passID string
-	var first, last time.Time
-	var passes uint64
-	// Whole-flag rows are enough to find the latest pass and the span of the history.
-	if err := r.conn.QueryRow(ctx, `SELECT argMax(pass_id, pass_time), min(pass_time), max(pass_time), uniqExact(pass_time)
-FROM analysis_results WHERE flag = `+k+` AND segment_value = ''`).Scan(&passID, &first, &last, &passes); err != nil {
-		return nil, fmt.Errorf("read latest pass of %s: %w", key, err)
-	}
-	if passes > 0 {
-		var err error
-		d.Latest, err = r.results(ctx, "latest pass", "flag = "+k+" AND pass_time = "+dateTime(last)+" AND pass_id = "+store.Quote(passID),
+	var acts map[string]*Activity
+	// Independent reads run at once: a page waits for the slowest, not for the sum.
+	err := parallel(func() error {
+		latest, err := r.results(ctx, "latest pass", "analysis_latest FINAL", "flag = "+store.Quote(key),
 			"ORDER BY metric, segment_property, segment_value, variant")
-		if err != nil {
-			return nil, err
-		}
-		// One point per bucket: the last pass in it, whose always-valid interval holds
-		// for every earlier look too.
-		bucket := max(int64(last.Sub(first).Seconds())/historyPoints+1, 1)
-		d.History, err = r.results(ctx, "history", `(metric, variant, pass_time) IN (
-	SELECT metric, variant, max(pass_time) FROM analysis_results
-	WHERE flag = `+k+` AND segment_property = '' AND metric != '' AND variant != ''
-	GROUP BY metric, variant, intDiv(toUInt32(pass_time), `+fmt.Sprint(bucket)+`))
-AND flag = `+k+` AND segment_property = '' AND metric != '' AND variant != ''`,
-			"ORDER BY metric, variant, pass_time")
-		if err != nil {
-			return nil, err
-		}
-		d.History = dedupPasses(d.History)
-	}
-	acts, err := r.activity(ctx, key)
+		d.Latest = newestPass(latest)
+		return err
+	}, func() (err error) {
+		acts, err = r.activity(ctx, key)
+		return err
+	}, func() (err error) {
+		d.Alerts, err = r.alerts(ctx, key)
+		return err
+	}, func() (err error) {
+		d.Notifications, err = r.notifications(ctx, key)
+		return err
+	}, func() (err error) {
+		d.Exposures, err = r.exposures(ctx, key)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
 	d.Activity = acts[key]
-	if d.Alerts, err = r.alerts(ctx, key); err != nil {
-		return nil, err
-	}
-	if d.Notifications, err = r.notifications(ctx, key); err != nil {
-		return nil, err
-	}
-	if d.Exposures, err = r.exposures(ctx, key); err != nil {
-		return nil, err
+	if len(d.Latest) > 0 {
+		if d.History, err = r.history(ctx, key, d.Latest[0].PassTime, d.Activity); err != nil {
+			return nil, err
+		}
 	}
 	return d, nil
+}
+
+// parallel runs fns at once and returns the first error.
+func parallel(fns ...func() error) error {
+	errs := make([]error, len(fns))
+	var wg sync.WaitGroup
+	for i, fn := range fns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = fn()
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// history reads the totals of the flag's past passes, at most historyPoints per
+// (metric, variant): the last pass of each time bucket, whose always-valid interval
+// holds for every earlier look too. PREWHERE reads the other columns only for the
+// granules holding totals, a few of each metric's range of the sort key.
+func (r *chReader) history(ctx context.Context, key string, last time.Time, act *Activity) ([]Result, error) {
+	first := last.Add(-30 * 24 * time.Hour)
+	if act != nil && act.First.Before(last) {
+		first = act.First
+	}
+	bucket := max(int64(last.Sub(first).Seconds())/historyPoints+1, 1)
+	rows, err := r.conn.Query(ctx, `SELECT pass_time, metric, variant, toUInt64(n), toUInt64(control_n), lift, ci_low, ci_high
+FROM analysis_results
+PREWHERE flag = `+store.Quote(key)+` AND segment_property = ''
+WHERE metric != '' AND variant != ''
+ORDER BY metric, variant, pass_time DESC
+LIMIT 1 BY metric, variant, intDiv(toUInt32(pass_time), `+fmt.Sprint(bucket)+`)`)
+	if err != nil {
+		return nil, fmt.Errorf("read history of %s: %w", key, err)
+	}
+	defer rows.Close()
+	var out []Result
+	for rows.Next() {
+		x := Result{Flag: key}
+		var n, cn uint64
+		if err := rows.Scan(&x.PassTime, &x.Metric, &x.Variant, &n, &cn, &x.Lift, &x.CILow, &x.CIHigh); err != nil {
+			return nil, fmt.Errorf("scan history of %s: %w", key, err)
+		}
+		x.PassTime, x.N, x.ControlN = x.PassTime.UTC(), int64(n), int64(cn)
+		out = append(out, x)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read history of %s: %w", key, err)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Metric != b.Metric {
+			return a.Metric < b.Metric
+		}
+		if a.Variant != b.Variant {
+			return a.Variant < b.Variant
+		}
+		return a.PassTime.Before(b.PassTime)
+	})
+	return dedupPasses(out), nil
 }
 
 // dedupPasses keeps one row per (metric, variant, pass_time): two passes within the same
@@ -430,10 +493,6 @@ func dedupPasses(rs []Result) []Result {
 		out = append(out, x)
 	}
 	return out
-}
-
-func dateTime(t time.Time) string {
-	return "toDateTime(" + fmt.Sprint(t.Unix()) + ")"
 }
 
 // likePrefix renders a LIKE pattern matching strings that start with s.
@@ -494,16 +553,18 @@ FROM notification_log WHERE flag = `+store.Quote(key)+` ORDER BY posted_ms DESC,
 	return out, nil
 }
 
-// exposures counts the flag's users by the UTC day of their first exposure and their
-// variant, from the assignment state the pass reads: a user who saw two variants (the
-// least and greatest variant hash differ) is $multiple.
+// exposures counts the flag's users by the UTC day of their first exposure and the
+// variant of that exposure; a user who saw two or more variants is $multiple. It reads
+// the raw exposures, whose sort key starts with the flag, so the cost follows this
+// flag's exposures; the assignment state the pass reads holds the same answer (it is
+// an aggregate of these rows) but is ordered by user, so one flag's users are spread
+// over the whole table.
 func (r *chReader) exposures(ctx context.Context, key string) ([]DayCount, error) {
 	rows, err := r.conn.Query(ctx, `SELECT d, v, toUInt64(count())
 FROM (
-	SELECT intDiv(minMerge(first_state), 86400000) AS d,
-		if(minMerge(low_state) = maxMerge(high_state), argMinMerge(variant_state), '$multiple') AS v
-	FROM assignment_state WHERE flag = `+store.Quote(key)+`
-	GROUP BY uh
+	SELECT intDiv(min(ts_ms), 86400000) AS d, if(uniqExact(variant) > 1, `+store.Quote(Multiple)+`, argMin(variant, ts_ms)) AS v
+	FROM exposures WHERE flag = `+store.Quote(key)+`
+	GROUP BY distinct_id
 ) AS a
 GROUP BY d, v ORDER BY d, v`)
 	if err != nil {
