@@ -278,7 +278,7 @@ func (c Lift) SVG() template.HTML {
 			fmt.Fprintf(&upper, "%s%.1f %.1f", cmd, x, clip(ys.at(p.Hi)))
 			// A hover target with the numbers on about 60 points of a series: enough to
 			// read the curve, few enough to keep a month of passes light.
-			if every := max(1, len(s.Points)/60); j%every == 0 || j == len(s.Points)-1 {
+			if every := max(1, (len(s.Points)+59)/60); j%every == 0 || j == len(s.Points)-1 {
 				sv.Points = append(sv.Points, pointView{X: x, Y: y, Title: fmt.Sprintf("%s %s: %s [%s, %s]", s.Name, p.T.UTC().Format("2006-01-02 15:04"), Pct(p.Lift), Pct(p.Lo), Pct(p.Hi))})
 			}
 		}
