@@ -113,6 +113,7 @@ var pages = template.Must(template.New("").Funcs(template.FuncMap{
 	"mean":     Mean,
 	"prob":     Prob,
 	"pvalue":   PValue,
+	"ptext":    pText,
 	"share":    Share,
 	"when": func(t any) string {
 		switch x := t.(type) {

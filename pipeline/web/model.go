@@ -658,13 +658,25 @@ func (b *builder) exposures(f config.Flag, ordered []string, d *FlagData, users 
 	return ev
 }
 
+// subjectText reads an alert's subject (flag|metric|segment|variant) without the flag:
+// "purchase conversion · $geoip_country_code=GB · test".
+func subjectText(subject string) string {
+	parts := strings.Split(subject, "|")
+	var out []string
+	for _, p := range parts[min(1, len(parts)):] {
+		if p != "" {
+			out = append(out, p)
+		}
+	}
+	return strings.Join(out, " · ")
+}
+
 // timeline merges alerts, rollbacks and Slack posts, newest first.
 func timeline(d *FlagData) []TimelineRow {
 	out := []TimelineRow{}
 	for _, a := range d.Alerts {
-		_, subj, _ := strings.Cut(a.Subject, "|")
 		out = append(out, TimelineRow{Time: a.At, Kind: "alert", Decision: a.Decision, Severity: a.Severity,
-			Subject: strings.TrimRight(strings.ReplaceAll(subj, "|", " · "), " ·")})
+			Subject: subjectText(a.Subject)})
 		if rb := a.Rollback; rb != nil {
 			out = append(out, TimelineRow{Time: rb.At, Kind: "rollback", Decision: a.Decision, Status: rb.Status,
 				Subject: rb.Action + " " + rb.Target, Detail: rb.Detail})

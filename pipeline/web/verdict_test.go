@@ -3,9 +3,11 @@ package web
 import (
 	"math"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/flagwatch/flagwatch/pipeline/config"
 	"github.com/flagwatch/flagwatch/pipeline/stats"
 )
 
@@ -70,4 +72,75 @@ func TestFileNameIsSafe(t *testing.T) {
 	} {
 		require.Equal(t, want, fileName(key))
 	}
+}
+
+func TestTimelineNewestFirstWithSlackAndRollbacks(t *testing.T) {
+	at := func(h int) time.Time { return time.Date(2026, 11, 14, h, 0, 0, 0, time.UTC) }
+	d := &FlagData{Key: "fast-search",
+		Alerts: []AlertEntry{
+			{DedupKey: "fast-search|errors per user||guardrail_breach|test", Subject: "fast-search|errors per user||test", Decision: "guardrail_breach",
+				Severity: "critical", At: at(1), Rollback: &Rollback{Action: "webhook", Target: "https://hooks.example.com/x", Status: "ok", At: at(1)}},
+			{DedupKey: "fast-search|||stale", Subject: "fast-search|||", Decision: "stale", Severity: "warning", At: at(5)},
+		},
+		Notifications: []Notification{{Kind: "post", Decision: "guardrail_breach", Severity: "critical", Status: "ok", Channel: "#growth", Message: "fast-search breaks…", At: at(2)},
+			{Kind: "reply", Decision: "stale", Status: "failed", Error: "slack: channel_not_found", Channel: "#growth", At: at(6)}}}
+	tl := timeline(d)
+	require.Len(t, tl, 5)
+	var kinds []string
+	for i, r := range tl {
+		kinds = append(kinds, r.Kind)
+		if i > 0 {
+			require.False(t, r.Time.After(tl[i-1].Time), "newest first")
+		}
+	}
+	require.Equal(t, []string{"slack", "alert", "slack", "alert", "rollback"}, kinds)
+	require.Equal(t, "slack: channel_not_found", tl[0].Detail, "a failed post shows its error")
+	require.Equal(t, "errors per user · test", tl[3].Subject)
+	require.Equal(t, "", tl[1].Subject, "a finding about the whole flag")
+	require.Equal(t, "ok", tl[4].Status)
+}
+
+// The list knows only the test variants of a flag's results; the control is the one they
+// leave out ("control", or "false" for a boolean flag).
+func TestListControlOfUndeclaredFlags(t *testing.T) {
+	mons, err := config.Parse(nil, "")
+	require.NoError(t, err)
+	b := &builder{mons: mons, now: time.Now(), effect: DefaultEffect}
+	rows := func(variant string) []Result {
+		return []Result{{Flag: "f", Metric: "pageviews", Variant: variant, N: 10, ControlN: 12, Decision: "inconclusive"}}
+	}
+	require.Equal(t, "control", b.summary("f", nil, rows("test"), nil, nil).Control)
+	require.Equal(t, "false", b.summary("f", nil, rows("true"), nil, nil).Control)
+	s := b.summary("f", nil, rows("true"), nil, nil)
+	require.Equal(t, []VariantUsers{{Variant: "false", Users: 12, Control: true}, {Variant: "true", Users: 10}}, s.Variants)
+}
+
+// Exposure-day cohorts (rows with segment property $exposure_day) become one series per
+// metric and variant, in day order, marked from the cohort where the analyzer's reason
+// says the shift started; they stay out of the segments' forest plots.
+func TestCohortsAndShift(t *testing.T) {
+	mons, err := config.Parse([]byte("flags:\n  - key: promo\n    control: control\n    metrics: [{name: purchase conversion, kind: conversion, event: purchase}]\n"), "m.yaml")
+	require.NoError(t, err)
+	b := &builder{mons: mons, now: time.Now(), effect: DefaultEffect}
+	var rows []Result
+	for i, day := range []string{"2026-10-04", "2026-10-02", "2026-10-03", "2026-10-06", "2026-10-05"} {
+		rows = append(rows, Result{Flag: "promo", Metric: "purchase conversion", SegmentProperty: ExposureDay, SegmentValue: day,
+			Variant: "test", Lift: float64(i) / 10, N: 500, ControlN: 500, Decision: "inconclusive"})
+	}
+	rows = append(rows, Result{Flag: "promo", Metric: "purchase conversion", SegmentProperty: ExposureDay, Variant: "test",
+		Decision: "behaviour_shift", Reason: "the lift of users first exposed from 2026-10-05 on rose (CUSUM over 5 daily cohorts, in-control ARL 370 days): …"})
+	f := b.flagConfig("promo", []string{"control", "test"}, true)
+	sv := b.shift(f, rows)
+	require.Len(t, sv.Cohorts, 1)
+	require.Len(t, sv.Findings, 1)
+	c := sv.Cohorts[0]
+	require.Equal(t, "2026-10-05", c.ShiftAt)
+	var days []string
+	for _, p := range c.Points {
+		days = append(days, p.Value)
+	}
+	require.Equal(t, []string{"2026-10-02", "2026-10-03", "2026-10-04", "2026-10-05", "2026-10-06"}, days)
+	require.Empty(t, b.segments(f, rows), "cohorts are not a segment property")
+	v := b.verdict(f, FlagSummary{Variants: []VariantUsers{{Variant: "control", Users: 2500, Control: true}, {Variant: "test", Users: 2500}}}, rows)
+	require.Equal(t, StatusShift, v.status)
 }
