@@ -81,3 +81,32 @@ func TestToken(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.True(t, strings.HasPrefix(resp.Header.Get("Content-Security-Policy"), "default-src 'none'"))
 }
+
+type listed []web.ExposedUser
+
+func (l listed) Users(context.Context, string) ([]web.ExposedUser, error) { return l, nil }
+
+// The users-and-recordings tab: off by default with how to turn it on; with a lister,
+// the users, escaped like every other text, recordings as links.
+func TestUsersSlot(t *testing.T) {
+	mons, err := config.Parse(nil, "")
+	require.NoError(t, err)
+	get := func(o web.Options) string {
+		srv := httptest.NewServer(web.Handler(o))
+		defer srv.Close()
+		resp, err := http.Get(srv.URL + "/flags/new-checkout")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		require.Equal(t, http.StatusOK, resp.StatusCode, string(b))
+		return string(b)
+	}
+	off := get(web.Options{Reader: oneFlag{}, Monitors: mons, Logger: quiet})
+	require.Contains(t, off, `id="users-off"`)
+	require.Contains(t, off, "expose_users: true")
+	on := get(web.Options{Reader: oneFlag{}, Monitors: mons, Logger: quiet, Users: listed{{DistinctID: "<b>u1</b>", Variant: "test",
+		FirstExposure: time.Unix(0, 0), Converted: true, Sessions: []string{"s-1"}, Recordings: []string{"https://eu.posthog.com/replay/s-1"}}}})
+	require.NotContains(t, on, `id="users-off"`)
+	require.Contains(t, on, "&lt;b&gt;u1&lt;/b&gt;")
+	require.Contains(t, on, `href="https://eu.posthog.com/replay/s-1"`)
+}

@@ -40,6 +40,9 @@ type Options struct {
 	Token string
 	// Effect is the effect size "wait" actions are sized for (default DefaultEffect).
 	Effect float64
+	// Users lists the users behind results when the monitors expose them (#19's
+	// slot); nil: the tab says how to turn it on.
+	Users UserLister
 	// Now is the clock (tests and replays set it).
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -299,7 +302,15 @@ func flagPage(ctx context.Context, o Options, key string) (*FlagPage, error) {
 	if len(d.Latest) == 0 && d.Activity == nil && len(d.Exposures) == 0 && len(d.Alerts) == 0 && !declared {
 		return nil, fmt.Errorf("%w %q", ErrUnknownFlag, key)
 	}
-	return o.builder().page(d), nil
+	p := o.builder().page(d)
+	if o.Users != nil {
+		us, err := o.Users.Users(ctx, key)
+		if err != nil {
+			return nil, fmt.Errorf("list users of %s: %w", key, err)
+		}
+		p.Users = UsersView{Enabled: true, Users: us}
+	}
+	return p, nil
 }
 
 // Handler serves the flags list (/), a page per flag (/flags/{key}), the same numbers

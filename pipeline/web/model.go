@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"html/template"
 	"slices"
 	"sort"
@@ -222,11 +223,34 @@ type TimelineRow struct {
 }
 
 // UsersView is the "users and recordings" tab. Listing users is off unless the
-// monitors enable it (expose_users); until then the page says how to turn it on.
+// monitors enable it (expose_users) and the page has a UserLister; until then the page
+// says how to turn it on.
 type UsersView struct {
-	Enabled bool   `json:"enabled"`
-	Hint    string `json:"hint,omitempty"`
+	Enabled bool          `json:"enabled"`
+	Hint    string        `json:"hint,omitempty"`
+	Users   []ExposedUser `json:"users,omitempty"`
 }
+
+// UserLister lists the users behind a flag's results (SPEC §12): the slot the
+// users-and-recordings tab fills when the monitors file has expose_users: true.
+type UserLister interface {
+	Users(ctx context.Context, flag string) ([]ExposedUser, error)
+}
+
+// ExposedUser is one user behind a result: their variant and segment values, their
+// first exposure, their sessions and links to the recordings of those sessions.
+type ExposedUser struct {
+	DistinctID    string            `json:"distinct_id"`
+	Variant       string            `json:"variant"`
+	Segments      map[string]string `json:"segments,omitempty"`
+	FirstExposure time.Time         `json:"first_exposure"`
+	Converted     bool              `json:"converted"`
+	Sessions      []string          `json:"sessions,omitempty"`
+	Recordings    []string          `json:"recordings,omitempty"`
+}
+
+// usersOff is what the tab says while listing users is off.
+const usersOff = "Listing the users behind a result is off. Set expose_users: true in the monitors file to list, per variant and segment, the users, their first exposure, their $session_id values and links to their session recordings."
 
 // builder turns what the Reader read into pages.
 type builder struct {
@@ -362,7 +386,7 @@ func (b *builder) page(d *FlagData) *FlagPage {
 	p.Shift = b.shift(f, d.Latest)
 	p.Exposures = b.exposures(f, ordered, d, p.Variants)
 	p.Timeline = timeline(d)
-	p.Users = UsersView{Hint: "Listing the users behind a result is off. Set expose_users: true in the monitors file to list, per variant and segment, the users, their first exposure, their $session_id values and links to their session recordings."}
+	p.Users = UsersView{Hint: usersOff}
 	return p
 }
 
