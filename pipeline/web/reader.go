@@ -380,15 +380,19 @@ WHERE rollback LIKE '%"status":"ok"%' ORDER BY emitted_ms`)
 // posts and exposures per day.
 func (r *chReader) Flag(ctx context.Context, key string) (*FlagData, error) {
 	d := &FlagData{Key: key}
-	var acts map[string]*Activity
-	// Independent reads run at once: a page waits for the slowest, not for the sum.
-	err := parallel(func() error {
+	acts, err := r.activity(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	d.Activity = acts[key]
+	// The rest at once: a page waits for the slowest read, not for the sum.
+	err = parallel(func() error {
 		latest, err := r.results(ctx, "latest pass", "analysis_latest FINAL", "flag = "+store.Quote(key),
 			"ORDER BY metric, segment_property, segment_value, variant")
 		d.Latest = newestPass(latest)
 		return err
 	}, func() (err error) {
-		acts, err = r.activity(ctx, key)
+		d.History, err = r.history(ctx, key, d.Activity)
 		return err
 	}, func() (err error) {
 		d.Alerts, err = r.alerts(ctx, key)
@@ -402,12 +406,6 @@ func (r *chReader) Flag(ctx context.Context, key string) (*FlagData, error) {
 	})
 	if err != nil {
 		return nil, err
-	}
-	d.Activity = acts[key]
-	if len(d.Latest) > 0 {
-		if d.History, err = r.history(ctx, key, d.Latest[0].PassTime, d.Activity); err != nil {
-			return nil, err
-		}
 	}
 	return d, nil
 }
@@ -432,16 +430,17 @@ func parallel(fns ...func() error) error {
 	return nil
 }
 
-// history reads the totals of the flag's past passes, at most historyPoints per
+// history reads the totals of the flag's past passes, about historyPoints per
 // (metric, variant): the last pass of each time bucket, whose always-valid interval
-// holds for every earlier look too. PREWHERE reads the other columns only for the
-// granules holding totals, a few of each metric's range of the sort key.
-func (r *chReader) history(ctx context.Context, key string, last time.Time, act *Activity) ([]Result, error) {
-	first := last.Add(-30 * 24 * time.Hour)
-	if act != nil && act.First.Before(last) {
-		first = act.First
+// holds for every earlier look too. The buckets divide the flag's exposure span (a
+// month when it has none), which the passes follow. PREWHERE reads the other columns
+// only for the granules holding totals, a few of each metric's range of the sort key.
+func (r *chReader) history(ctx context.Context, key string, act *Activity) ([]Result, error) {
+	span := 30 * 24 * time.Hour
+	if act != nil && act.Last.After(act.First) {
+		span = act.Last.Sub(act.First)
 	}
-	bucket := max(int64(last.Sub(first).Seconds())/historyPoints+1, 1)
+	bucket := max(int64(span.Seconds())/historyPoints+1, 1)
 	rows, err := r.conn.Query(ctx, `SELECT pass_time, metric, variant, toUInt64(n), toUInt64(control_n), lift, ci_low, ci_high
 FROM analysis_results
 PREWHERE flag = `+store.Quote(key)+` AND segment_property = ''

@@ -25,9 +25,10 @@ import (
 //go:embed templates/*.svg
 var files embed.FS
 
-var tmpl = template.Must(template.New("").Funcs(template.FuncMap{
-	"f": func(x float64) string { return strconv.FormatFloat(x, 'f', 1, 64) },
-}).ParseFS(files, "templates/*.svg"))
+// The templates print numbers as they are (no formatting function: a function call per
+// attribute was most of a page's rendering time); every position is rounded to a tenth
+// of a pixel when computed.
+var tmpl = template.Must(template.New("").ParseFS(files, "templates/*.svg"))
 
 func render(name string, data any) template.HTML {
 	var b bytes.Buffer
@@ -75,12 +76,17 @@ func pctTick(x float64) string {
 // scale maps a domain onto a pixel range.
 type scale struct{ d0, d1, r0, r1 float64 }
 
+// at maps x to a pixel, rounded to a tenth: enough for a crisp chart, and short when
+// the templates print it.
 func (s scale) at(x float64) float64 {
 	if s.d1 == s.d0 {
-		return (s.r0 + s.r1) / 2
+		return r1((s.r0 + s.r1) / 2)
 	}
-	return s.r0 + (x-s.d0)/(s.d1-s.d0)*(s.r1-s.r0)
+	return r1(s.r0 + (x-s.d0)/(s.d1-s.d0)*(s.r1-s.r0))
 }
+
+// r1 rounds to a tenth of a pixel.
+func r1(x float64) float64 { return math.Round(x*10) / 10 }
 
 // niceTicks returns about n round ticks covering [lo, hi] and the widened domain.
 func niceTicks(lo, hi float64, n int) ([]float64, float64, float64) {
@@ -496,7 +502,7 @@ func (c Bars) SVG() template.HTML {
 	for i, cat := range c.Categories {
 		gx := v.Left + groupW*float64(i) + groupW*0.1
 		if i%every == 0 {
-			v.XTicks = append(v.XTicks, Tick{Pos: v.Left + groupW*(float64(i)+0.5), Label: cat})
+			v.XTicks = append(v.XTicks, Tick{Pos: r1(v.Left + groupW*(float64(i)+0.5)), Label: cat})
 		}
 		for j, s := range c.Series {
 			val := 0.0
@@ -504,12 +510,12 @@ func (c Bars) SVG() template.HTML {
 				val = s.Values[i]
 			}
 			y := ys.at(val)
-			v.Bars = append(v.Bars, barView{X: gx + barW*float64(j), Y: y, W: math.Max(barW-1, 1), H: v.Bot - y,
+			v.Bars = append(v.Bars, barView{X: r1(gx + barW*float64(j)), Y: y, W: r1(math.Max(barW-1, 1)), H: r1(v.Bot - y),
 				Colour: Palette[j%len(Palette)], Title: fmt.Sprintf("%s on %s: %s", s.Name, cat, strconv.FormatFloat(val, 'f', -1, 64))})
 		}
 	}
 	for j, s := range c.Series {
-		v.Legend = append(v.Legend, legendView{X: v.Left + float64(j)*140, Colour: Palette[j%len(Palette)], Name: s.Name})
+		v.Legend = append(v.Legend, legendView{X: r1(v.Left + float64(j)*140), Colour: Palette[j%len(Palette)], Name: s.Name})
 	}
 	var desc []string
 	for _, s := range c.Series {
@@ -568,7 +574,7 @@ func (c Cohorts) SVG() template.HTML {
 	var desc []string
 	for i, r := range c.Rows {
 		sh := ShapeOf(r.Decision)
-		x := v.Left + step*(float64(i)+0.5)
+		x := r1(v.Left + step*(float64(i)+0.5))
 		y := clip(ys.at(r.Lift))
 		v.Points = append(v.Points, forestRowView{Label: r.Label, X: x, Y: y, Lo: clip(ys.at(r.Lo)), Hi: clip(ys.at(r.Hi)),
 			Path: markerPath(sh.Kind, x, y), Colour: sh.Colour, Sign: sh.Sign, Decision: sh.Word, Lift: Pct(r.Lift),
@@ -577,7 +583,7 @@ func (c Cohorts) SVG() template.HTML {
 			v.XTicks = append(v.XTicks, Tick{Pos: x, Label: r.Label})
 		}
 		if r.Label == c.ShiftAt {
-			v.Shift = &Tick{Pos: x - step/2, Label: "shift from " + r.Label}
+			v.Shift = &Tick{Pos: r1(x - step/2), Label: "shift from " + r.Label}
 		}
 		desc = append(desc, fmt.Sprintf("%s %s", r.Label, Pct(r.Lift)))
 	}
