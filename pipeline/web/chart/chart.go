@@ -142,6 +142,14 @@ func ShapeOf(decision string) Shape {
 	return Shape{"dot", colourNone, "●", strings.ReplaceAll(decision, "_", " ")}
 }
 
+// fill is the marker's inside: hollow for too little data.
+func (s Shape) fill() string {
+	if s.Kind == "ring" {
+		return "#fff"
+	}
+	return s.Colour
+}
+
 // markerPath is the SVG path of a marker centred on (x, y).
 func markerPath(kind string, x, y float64) string {
 	switch kind {
@@ -385,7 +393,7 @@ type forestView struct {
 }
 
 type forestRowView struct {
-	Label, Value, Decision, Sign, Colour, Path, Class string
+	Label, Value, Decision, Sign, Colour, Fill, Path, Class string
 	Y, X, Lo, Hi, TextY                               float64
 	Lift                                              string
 	Total                                             bool
@@ -426,7 +434,7 @@ func (c Forest) SVG() template.HTML {
 		sh := ShapeOf(r.Decision)
 		y := v.Top + rowH*float64(i) + rowH/2
 		x := clip(xs.at(r.Lift))
-		rv := forestRowView{Label: r.Label, Decision: sh.Word, Sign: sh.Sign, Colour: sh.Colour, Y: y, X: x, TextY: y + 4,
+		rv := forestRowView{Label: r.Label, Decision: sh.Word, Sign: sh.Sign, Colour: sh.Colour, Fill: sh.fill(), Y: y, X: x, TextY: y + 4,
 			Lo: clip(xs.at(r.Lo)), Hi: clip(xs.at(r.Hi)), Path: markerPath(sh.Kind, x, y), Total: r.Total,
 			Lift:  Pct(r.Lift),
 			Value: fmt.Sprintf("%s %s [%s, %s]", sh.Sign, Pct(r.Lift), Pct(r.Lo), Pct(r.Hi))}
@@ -577,7 +585,7 @@ func (c Cohorts) SVG() template.HTML {
 		x := r1(v.Left + step*(float64(i)+0.5))
 		y := clip(ys.at(r.Lift))
 		v.Points = append(v.Points, forestRowView{Label: r.Label, X: x, Y: y, Lo: clip(ys.at(r.Lo)), Hi: clip(ys.at(r.Hi)),
-			Path: markerPath(sh.Kind, x, y), Colour: sh.Colour, Sign: sh.Sign, Decision: sh.Word, Lift: Pct(r.Lift),
+			Path: markerPath(sh.Kind, x, y), Colour: sh.Colour, Fill: sh.fill(), Sign: sh.Sign, Decision: sh.Word, Lift: Pct(r.Lift),
 			Value: fmt.Sprintf("cohort %s: %s [%s, %s], %d users", r.Label, Pct(r.Lift), Pct(r.Lo), Pct(r.Hi), r.N)})
 		if i%every == 0 {
 			v.XTicks = append(v.XTicks, Tick{Pos: x, Label: r.Label})
