@@ -394,9 +394,9 @@ type forestView struct {
 
 type forestRowView struct {
 	Label, Value, Decision, Sign, Colour, Fill, Path, Class string
-	Y, X, Lo, Hi, TextY                               float64
-	Lift                                              string
-	Total                                             bool
+	Y, X, Lo, Hi, TextY                                     float64
+	Lift                                                    string
+	Total                                                   bool
 }
 
 // SVG renders the plot.
