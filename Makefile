@@ -39,7 +39,7 @@ lint: ## gofmt, go vet, go mod tidy check
 	$(GO) mod tidy -diff
 
 .PHONY: bench
-bench: bench-ingest bench-analyzer bench-capture bench-go ## every benchmark
+bench: bench-ingest bench-analyzer bench-capture bench-web bench-go ## every benchmark
 
 .PHONY: bench-go
 bench-go: ## in-process Go benchmarks (statistics, decoding, capture handler)
@@ -55,6 +55,10 @@ bench-analyzer: deps ## analyzer passes (incremental, from scratch, rebuild) vs 
 	$(GO) test -run '^$$' -bench BenchmarkAnalyzerPass -benchtime 1x -timeout 60m -v ./pipeline/analyze/
 	@echo "== analyzer on the embedded ClickHouse 26"
 	FLAGWATCH_TEST_ENGINE=embedded $(GO) test -run '^$$' -bench BenchmarkAnalyzerPass -benchtime 1x -timeout 60m -v ./pipeline/analyze/
+
+.PHONY: bench-web
+bench-web: deps ## the flags list and a flag page over a month of 15-minute passes of 50 flags (budget 200 ms each)
+	scripts/with-clickhouse.sh $(GO) test -run '^$$' -bench BenchmarkPages -benchtime 20x -timeout 30m -v ./pipeline/web/
 
 .PHONY: bench-capture
 bench-capture: ## capture under wrk load

@@ -81,7 +81,7 @@ func cmd(t *testing.T, env []string, args ...string) run {
 var helps = [][]string{
 	{"capture"},
 	{"ingest"},
-	{"analyzer"}, {"analyzer", "run"}, {"analyzer", "once"}, {"analyzer", "evaluate"},
+	{"analyzer"}, {"analyzer", "run"}, {"analyzer", "once"}, {"analyzer", "report"}, {"analyzer", "evaluate"},
 	{"notifier"}, {"notifier", "run"}, {"notifier", "digest"},
 	{"demo"},
 }
@@ -154,11 +154,12 @@ func TestMistakesExitTwoWithOneLine(t *testing.T) {
 		{args: []string{"ingest", "-batch-sise", "500"}, want: "ingest: flag provided but not defined: -batch-sise (did you mean -batch-size?); see ingest --help"},
 		{args: []string{"ingest", "events"}, want: `ingest: unexpected argument "events"; see ingest --help`},
 		{args: []string{"analyzer", "run", "now"}, want: `analyzer run: unexpected argument "now"; see analyzer run --help`},
+		{args: []string{"analyzer", "report"}, want: "analyzer report: -out is required: the directory to write the pages to; see analyzer report --help"},
 		{args: []string{"analyzer", "evaluate", "in.jsonl"}, want: `analyzer evaluate: unexpected argument "in.jsonl"; see analyzer evaluate --help`},
 		{args: []string{"analyzer", "run", "-schedule", "every 5 minutes"},
 			want: `analyzer run: invalid -schedule "every 5 minutes": expected exactly 5 fields, found 3: [every 5 minutes]; see analyzer run --help`},
-		{args: []string{"analyzer", "rnu"}, want: `analyzer: unknown command "rnu": want run, once or evaluate; see analyzer --help`},
-		{args: []string{"analyzer", "-schedule", "@hourly"}, want: "analyzer: a command must come before -schedule: run, once or evaluate; see analyzer --help"},
+		{args: []string{"analyzer", "rnu"}, want: `analyzer: unknown command "rnu": want run, once, report or evaluate; see analyzer --help`},
+		{args: []string{"analyzer", "-schedule", "@hourly"}, want: "analyzer: a command must come before -schedule: run, once, report or evaluate; see analyzer --help"},
 		{args: []string{"capture", "-log-level", "verbose"}, want: `capture: invalid value "verbose" for flag -log-level: want debug, info, warn or error; see capture --help`},
 		{args: []string{"ingest"}, env: []string{"FLAGWATCH_LOG_FORMAT=logfmt"}, want: `ingest: FLAGWATCH_LOG_FORMAT: invalid value "logfmt" for -log-format: want json or text`},
 		{args: []string{"ingest", "-clickhouse-dsn", "clickhous://127.0.0.1:9000/flagwatch"},

@@ -5,27 +5,40 @@ import (
 	"context"
 	"flag"
 	"log/slog"
+	"net/http"
 	"os"
 
 	"github.com/robfig/cron/v3"
 
 	"github.com/flagwatch/flagwatch/pipeline/analyze"
 	"github.com/flagwatch/flagwatch/pipeline/cli"
+	"github.com/flagwatch/flagwatch/pipeline/config"
+	"github.com/flagwatch/flagwatch/pipeline/store"
 	"github.com/flagwatch/flagwatch/pipeline/evaluate"
+	"github.com/flagwatch/flagwatch/pipeline/web"
 )
 
 func main() {
 	var opts analyze.Options
+	var uiToken *config.Secret
 	pass := func(once bool) func(context.Context, *slog.Logger) error {
 		return func(ctx context.Context, log *slog.Logger) error {
 			if _, err := cron.ParseStandard(opts.Schedule); !once && err != nil {
 				return cli.Usagef("invalid -schedule %q: %v", opts.Schedule, err)
 			}
 			opts.Once, opts.Logger = once, log
+			// The flag pages beside /metrics and /healthz (run only).
+			opts.Mount = func(mux *http.ServeMux, conn store.Conn, mons *config.Monitors) {
+				mux.Handle("/", web.Handler(web.Options{Conn: conn, Monitors: mons, Token: uiToken.Reveal(), Logger: log}))
+			}
 			return analyze.Run(ctx, opts)
 		}
 	}
-	flags := func(fs *flag.FlagSet) { opts.RegisterFlags(fs) }
+	flags := func(fs *flag.FlagSet) {
+		opts.RegisterFlags(fs)
+		uiToken = config.SecretVar(fs, "ui-token", "", "run: require this `token` (bearer, or basic-auth password) for the flag pages and their API")
+	}
+	var report web.ReportOptions
 	cli.Main(&cli.Command{
 		Name:    "analyzer",
 		Summary: "turns flagwatch's ClickHouse data into decisions per flag, metric and segment, and alerts",
@@ -40,6 +53,20 @@ flag_alerts topic, and the monitor's rollback action on a guardrail breach.`,
 			Name:    "once",
 			Summary: "one pass: one JSON object per (flag, metric, segment, variant) on stdout; alerts emitted",
 			Flags:   flags, Run: pass(true),
+		}, {
+			Name:    "report",
+			Summary: "writes the flags list and every flag's page as static HTML files to -out",
+			About: `The same pages the analyzer serves — verdict, what to do, metrics, lift over time,
+segments, exposures and SRM, alerts — read from the results in ClickHouse, written as
+self-contained files (index.html, flags/<key>.html with .json and .csv beside it).`,
+			Flags: func(fs *flag.FlagSet) { report.RegisterFlags(fs) },
+			Run: func(ctx context.Context, log *slog.Logger) error {
+				if report.Out == "" {
+					return cli.Usagef("%v", web.ErrNoOut)
+				}
+				report.Logger = log
+				return web.RunReport(ctx, report)
+			},
 		}, {
 			Name:    "evaluate",
 			Summary: "the statistics alone: sufficient statistics as JSON on stdin, one verdict per line on stdout",

@@ -41,6 +41,7 @@ import (
 	"github.com/flagwatch/flagwatch/pipeline/slack"
 	"github.com/flagwatch/flagwatch/pipeline/store"
 	"github.com/flagwatch/flagwatch/pipeline/synth"
+	"github.com/flagwatch/flagwatch/pipeline/web"
 )
 
 // Options configure a demo run.
@@ -71,6 +72,8 @@ type Result struct {
 	Rows          []analyze.Row
 	Alerts        int
 	RollbackCalls int
+	// PagePath is the new-checkout page the demo wrote.
+	PagePath string
 	// DSN and ConfigPath let tests run further passes on the same data.
 	DSN        string
 	ConfigPath string
@@ -249,6 +252,16 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 
 	step("summary")
 	summary(o.Out, res.Rows)
+
+	step("the flag pages")
+	pages := filepath.Join(o.DataDir, "report")
+	if err := web.RunReport(ctx, web.ReportOptions{ClickHouseDSN: dsn, ConfigPath: cfgPath, Out: pages, Logger: o.Logger}); err != nil {
+		return nil, fmt.Errorf("flag pages: %w", err)
+	}
+	abs, _ := filepath.Abs(filepath.Join(pages, "flags", "new-checkout.html"))
+	res.PagePath = abs
+	fmt.Fprintf(o.Out, "  every flag: %s\n  new-checkout: %s\n  (served live by `analyzer run` at /flags/new-checkout)\n",
+		filepath.Join(pages, "index.html"), abs)
 	return res, nil
 }
 
