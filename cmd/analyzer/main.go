@@ -13,8 +13,8 @@ import (
 	"github.com/flagwatch/flagwatch/pipeline/analyze"
 	"github.com/flagwatch/flagwatch/pipeline/cli"
 	"github.com/flagwatch/flagwatch/pipeline/config"
-	"github.com/flagwatch/flagwatch/pipeline/store"
 	"github.com/flagwatch/flagwatch/pipeline/evaluate"
+	"github.com/flagwatch/flagwatch/pipeline/store"
 	"github.com/flagwatch/flagwatch/pipeline/web"
 )
 
