@@ -61,7 +61,9 @@ CFG
       org.apache.zookeeper.server.quorum.QuorumPeerMain "$zk/zoo.cfg" ) >"$zk/log" 2>&1 </dev/null &
   echo $! > "$zk/pid"; echo "$port" > "$zk/port"
   for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port" && printf srvr >&3 && grep -q Mode <&3) 2>/dev/null; then return 0; fi
+    # A connection accepted before ZooKeeper serves four-letter words gets no answer
+    # and is not closed: bound each probe.
+    if timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf srvr >&3 && grep -q Mode <&3' _ "$port" 2>/dev/null; then return 0; fi
     sleep 0.1
   done
   log "ZooKeeper did not start:"; tail -20 "$zk/log" >&2; return 1
@@ -145,15 +147,17 @@ start() {
   shards=${1:-2}; replicas=${2:-2}
   dir=$(mktemp -d "${TMPDIR:-/tmp}/flagwatch-cluster.XXXXXX")
   echo "$shards $replicas" > "$dir/shape"
+  # From here on a watchdog stops whatever was started once the caller is gone, even if
+  # the start itself fails half-way or is killed.
+  if [ -n "${CLICKHOUSE_WATCH_PID:-}" ]; then
+    setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 2; done; "$2" stop "$3"' \
+      _ "$CLICKHOUSE_WATCH_PID" "$here/cluster.sh" "$dir" >/dev/null 2>&1 </dev/null &
+  fi
   start_zk
   local s r
   for s in $(seq 1 "$shards"); do for r in $(seq 1 "$replicas"); do node_config "$s" "$r"; done; done
   for s in $(seq 1 "$shards"); do for r in $(seq 1 "$replicas"); do write_cluster_d "$s" "$r"; launch "$s" "$r"; done; done
   for s in $(seq 1 "$shards"); do for r in $(seq 1 "$replicas"); do wait_node "$s" "$r"; done; done
-  if [ -n "${CLICKHOUSE_WATCH_PID:-}" ]; then
-    setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 2; done; "$2" stop "$3"' \
-      _ "$CLICKHOUSE_WATCH_PID" "$here/cluster.sh" "$dir" >/dev/null 2>&1 </dev/null &
-  fi
   log "started a $shards × $replicas cluster '$CLUSTER' with ZooKeeper on 127.0.0.1:$(cat "$dir/zookeeper/port") (data in $dir)"
   echo "dir $dir"
   echo "cluster $CLUSTER"

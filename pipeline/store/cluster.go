@@ -189,6 +189,8 @@ var (
 type clusterStatement struct {
 	sql         string
 	onePerShard bool
+	// once: on one node only (a backfill of a table replicated on every node).
+	once bool
 }
 
 // clusterize rewrites a single-node migration statement for cluster c and database db.
@@ -234,7 +236,7 @@ func clusterize(stmt, c, db string) ([]clusterStatement, error) {
 		if Sharded(m[1]) {
 			return []clusterStatement{{sql: s, onePerShard: true}}, nil
 		}
-		return nil, fmt.Errorf("cluster mode: %q inserts into the replicated table %s from a migration; run it once, not per shard", firstLine(s), m[1])
+		return []clusterStatement{{sql: s, once: true}}, nil
 	}
 	if createViewRE.MatchString(s) {
 		return []clusterStatement{{sql: s}}, nil

@@ -193,13 +193,16 @@ func migrateCluster(ctx context.Context, c *cluster) error {
 	everywhere := func(stmts []clusterStatement, what string) error {
 		for _, st := range stmts {
 			targets := nodes
-			if st.onePerShard {
+			switch {
+			case st.onePerShard:
 				targets = c.shards
+			case st.once:
+				targets = []Conn{c.Conn}
 			}
 			for i, n := range targets {
 				if err := execTolerant(ctx, n, st.sql); err != nil {
 					where := "a shard"
-					if !st.onePerShard {
+					if !st.onePerShard && !st.once {
 						where = c.nodes[i].Addr
 					}
 					return fmt.Errorf("%s on %s: %w", what, where, err)
