@@ -72,6 +72,10 @@ func openNative(ctx context.Context, dsn string, o openOptions) (Conn, error) {
 		// An insert into a Distributed table returns once every shard has its rows,
 		// so offsets are committed only after every shard acknowledged.
 		opts.Settings["insert_distributed_sync"] = 1
+		// …but not forever: a replica killed in the middle of an insert can leave the
+		// insert waiting on it; after this many seconds it fails and is retried (block
+		// deduplication absorbs what part of it had landed).
+		opts.Settings["insert_distributed_timeout"] = 30
 		// Inserts and reads through Distributed tables prefer each shard's first healthy
 		// replica (as the per-shard connections do), so a pass reads what ingest just
 		// wrote instead of a replica that has not fetched it yet. 18.16's protocol
