@@ -27,6 +27,10 @@ const (
 	// Resolved is sent when a previously alerted finding no longer holds (e.g. a stale
 	// flag receives exposures again); the notifier closes the incident thread with it.
 	Resolved = "resolved"
+	// Rollout is a progressive rollout's change (a stage advanced, held, rolled back,
+	// stopped, completed): an event said once, never an open finding that needs
+	// resolving. Numbers.Rollout says what changed.
+	Rollout = "rollout"
 )
 
 // Severities.
@@ -121,9 +125,15 @@ func Priority(decision string) int {
 		return 6
 	case Resolved:
 		return 7
+	case Rollout:
+		return 8
 	}
-	return 8
+	return 9
 }
+
+// IsEvent reports whether decision is an event rather than a finding: said once, in the
+// flag's thread, and never open.
+func IsEvent(decision string) bool { return decision == Rollout }
 
 // Numbers carries the statistics behind a finding, for the message body.
 type Numbers struct {
@@ -147,6 +157,52 @@ type Numbers struct {
 	// Property analysis: how many candidate segment properties were tried for this flag
 	// in the pass (for the false-discovery statement next to a discovered divergence).
 	PropertiesTried int `json:"properties_tried,omitempty"`
+	// Rollout is set on a rollout alert: the stage change and the evidence behind it.
+	Rollout *RolloutChange `json:"rollout,omitempty"`
+}
+
+// Rollout changes (RolloutChange.Change).
+const (
+	RolloutStart    = "start"    // the plan took the flag to its first stage
+	RolloutAdvance  = "advance"  // to the next stage
+	RolloutComplete = "complete" // the last stage's minimums were met: done
+	RolloutHold     = "hold"     // not advancing: SRM or missing data
+	RolloutBack     = "rollback" // a guardrail breach: back to the fallback stage
+	RolloutStopped  = "stopped"  // flagwatch stopped acting (a person changed the flag)
+	RolloutFailed   = "failed"   // the flag system did not take the change; retried next pass
+	RolloutResumed  = "resume"   // a person handed control back (analyzer rollout resume)
+)
+
+// RolloutChange is one change of a flag's progressive rollout.
+type RolloutChange struct {
+	Change string `json:"change"`
+	// ChangeID is the change's identity, the flag's n-th change: "new-checkout|rollout|4".
+	ChangeID string `json:"change_id"`
+	// Stages are 1-based; 0 is "before the plan" (off for everyone the plan owns).
+	FromStage int    `json:"from_stage"`
+	ToStage   int    `json:"to_stage"`
+	Stages    int    `json:"stages"`
+	From      string `json:"from,omitempty"` // the stages' labels: "10%", "beta users"
+	To        string `json:"to,omitempty"`
+	// UsersPerVariant is the fewest users first exposed during the stage among the
+	// compared variants.
+	UsersPerVariant int64 `json:"users_per_variant,omitempty"`
+	// InStageSeconds is how long the flag had been in the stage it leaves (or holds).
+	InStageSeconds int64 `json:"in_stage_seconds,omitempty"`
+	// Guardrails are the guardrail metrics' state at the change.
+	Guardrails []GuardrailState `json:"guardrails,omitempty"`
+}
+
+// GuardrailState is one guardrail metric at a rollout change.
+type GuardrailState struct {
+	Metric  string   `json:"metric"`
+	Segment *Segment `json:"segment,omitempty"`
+	Variant string   `json:"variant,omitempty"`
+	// Limit is the signed limit: +0.30 for max_increase 0.30, −0.20 for max_decrease.
+	Limit    float64    `json:"limit"`
+	Lift     float64    `json:"lift"`
+	CI       [2]float64 `json:"ci"`
+	Decision string     `json:"decision"`
 }
 
 // SegmentEffect is one segment value's lift.
