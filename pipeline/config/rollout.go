@@ -293,8 +293,11 @@ func (d *decoder) checkGroup(g *TargetGroup, path string) {
 	case prop && len(g.Values) == 0:
 		d.invalid(path, "property %s needs values", g.Property)
 	}
-	if g.Operator != "" && !slices.Contains(groupOperators, g.Operator) {
+	switch {
+	case g.Operator != "" && !slices.Contains(groupOperators, g.Operator):
 		d.invalid(path+".operator", "unknown operator %q (want %s)", g.Operator, strings.Join(groupOperators, ", "))
+	case g.Operator != "" && g.Operator != "exact" && g.Operator != "is_not" && len(g.Values) > 1:
+		d.invalid(path+".values", "operator %s compares with one value, got %d", g.Operator, len(g.Values))
 	}
 }
 

@@ -113,3 +113,25 @@ func TestConflictAfterAPersonsEdit(t *testing.T) {
 		return resp.StatusCode
 	}(), "no key, no flag")
 }
+
+// Going back to an earlier stage is a fallback; going forward to a stage reached before
+// is a change made twice.
+func TestRefereeAllowsFallbackNotASecondAdvance(t *testing.T) {
+	rec := &recorder{TB: t}
+	s := New(rec, "1", "phx_key")
+	s.Add(flag)
+	body := func(pct string) string {
+		return `{"filters": {"groups": [
+   {"properties": [{"key": "email", "type": "person", "value": ["ana@acme.com"], "operator": "exact"}], "rollout_percentage": 100},
+   {"properties": [], "rollout_percentage": ` + pct + `}],
+  "multivariate": {"variants": [{"key": "control", "rollout_percentage": 50}, {"key": "test", "rollout_percentage": 50}]},
+  "payloads": {"test": "{\"color\": \"blue\"}"}}}`
+	}
+	for _, pct := range []string{"25", "50", "25"} {
+		require.Equal(t, http.StatusOK, patch(t, s, body(pct)))
+	}
+	require.Empty(t, rec.errs, "10 → 25 → 50, then back to 25")
+	require.Equal(t, http.StatusOK, patch(t, s, body("50")))
+	require.Len(t, rec.errs, 1)
+	require.Contains(t, rec.errs[0], "raises the owned conditions to [[]@50] a second time")
+}
