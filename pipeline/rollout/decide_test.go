@@ -84,7 +84,7 @@ func TestDecide(t *testing.T) {
 			why: "sample ratio mismatch: users are not split as configured (sample ratio mismatch: users per variant control 300, test 510)"},
 		"a hold already told waits": {st: func() *State { s := at(1, t0, entry); s.Holding = "srm"; return s }(),
 			rows: append(metricRows(400, 410, alert.Inconclusive), analyze.Row{Flag: "new-checkout", Decision: alert.SRM, Reason: "x"}),
-			now: t0.Add(48 * time.Hour), waits: []string{"held: sample ratio mismatch: users are not split as configured (x)"}},
+			now:  t0.Add(48 * time.Hour), waits: []string{"held: sample ratio mismatch: users are not split as configured (x)"}},
 		"users outside the rollout answer false: no hold": {st: at(1, t0, entry), rows: append(metricRows(400, 410, alert.Inconclusive),
 			analyze.Row{Flag: "new-checkout", Variant: "false", Decision: alert.SRM, N: 40000}),
 			now: t0.Add(25 * time.Hour), change: alert.RolloutAdvance, to: 2, why: "guardrails hold, 360 new users per variant, 1d 1h at 1%"},
