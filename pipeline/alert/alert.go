@@ -169,13 +169,17 @@ const (
 	RolloutHold     = "hold"     // not advancing: SRM or missing data
 	RolloutBack     = "rollback" // a guardrail breach: back to the fallback stage
 	RolloutStopped  = "stopped"  // flagwatch stopped acting (a person changed the flag)
-	RolloutFailed   = "failed"   // the flag system did not take the change; retried next pass
+	// A change the flag system did not take keeps its Change and has Status "failed".
 	RolloutResumed  = "resume"   // a person handed control back (analyzer rollout resume)
 )
 
 // RolloutChange is one change of a flag's progressive rollout.
 type RolloutChange struct {
 	Change string `json:"change"`
+	// Status is how the change went: "ok", "failed" (the flag system did not take it;
+	// tried again next pass) or "refused" (flagwatch would not act: a person changed
+	// the flag).
+	Status string `json:"status,omitempty"`
 	// ChangeID is the change's identity, the flag's n-th change: "new-checkout|rollout|4".
 	ChangeID string `json:"change_id"`
 	// Stages are 1-based; 0 is "before the plan" (off for everyone the plan owns).

@@ -81,10 +81,10 @@ func todo(p *Plan, e *Entry, st *State) string {
 // severity of a change.
 func severity(e *Entry) string {
 	switch {
+	case e.Change == alert.RolloutBack:
+		return alert.Critical // done or not: a guardrail broke
 	case e.Status == statusRefused || e.Status == statusFailed || e.Change == alert.RolloutHold:
 		return alert.Warning
-	case e.Change == alert.RolloutBack:
-		return alert.Critical
 	}
 	return alert.Info
 }
@@ -114,14 +114,10 @@ func alertOf(p *Plan, e *Entry, st *State, publicURL string) alert.Alert {
 	a := alert.Alert{Flag: p.Flag, Decision: alert.Rollout, Severity: severity(e), DedupKey: c.ChangeID,
 		Summary: e.Reason, Action: todo(p, e, st), SlackChannel: p.Channel, DetectedAt: e.at(),
 		Numbers: alert.Numbers{Control: p.Control, Rollout: c}}
-	var ev []string
 	if e.DecidedBy != "" {
-		ev = append(ev, "decided by "+e.DecidedBy)
+		// The guardrails' numbers are in Numbers.Rollout; the evidence line says who.
+		a.Reason = "decided by " + e.DecidedBy
 	}
-	for _, g := range c.Guardrails {
-		ev = append(ev, guardrailWords(g))
-	}
-	a.Reason = strings.Join(ev, "; ")
 	if e.Action != "" && e.Action != "none" {
 		a.Rollback = &alert.Rollback{Action: e.Action, Target: e.Target, Status: e.Status, Detail: e.Detail, At: time.UnixMilli(e.DoneMs).UTC()}
 		if e.Status == statusRefused {

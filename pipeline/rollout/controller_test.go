@@ -184,7 +184,11 @@ func TestTwoReplicasMakeEachChangeOnce(t *testing.T) {
 	require.Equal(t, "posthog", adv.Rollback.Action)
 	require.Equal(t, r.ph.URL+"/api/projects/1/feature_flags/42/", adv.Rollback.Target)
 	require.Equal(t, "ok", adv.Rollback.Status)
-	require.Contains(t, adv.Reason, "errors per user +4% [−8%, +16%] (limit +30%)")
+	require.Regexp(t, `^decided by replica-[ab] \(pass p\d+-[01]\)$`, adv.Reason)
+	require.Equal(t, []alert.GuardrailState{{Metric: "errors per user", Variant: "test", Limit: 0.3, Lift: 0.04,
+		CI: [2]float64{-0.08, 0.16}, Decision: alert.Inconclusive}}, adv.Numbers.Rollout.Guardrails)
+	require.Equal(t, 2, adv.Numbers.Rollout.ToStage)
+	require.Equal(t, int64(24*3600), adv.Numbers.Rollout.InStageSeconds)
 	require.Equal(t, "Nothing: flagwatch advances new-checkout to 100% (stage 3 of 3) when this stage's minimums are met, and rolls it back if a guardrail breaks.", adv.Action)
 	require.Equal(t, "Clean up: remove the flag from the code, then archive it in PostHog.", as[3].Action)
 
@@ -295,7 +299,7 @@ func TestAChangeLeftPendingIsSettledOnce(t *testing.T) {
 	as := r.alerts.rollouts("new-checkout")
 	require.Equal(t, []string{"start 0%→1%", "advance 1%→10%"}, r.alerts.changes("new-checkout"))
 	require.Equal(t, "PostHog has the change: it was applied before the replica that made it stopped", as[1].Rollback.Detail)
-	require.Contains(t, as[1].Reason, "decided by dying (pass dying-1); settled by replica-a")
+	require.Regexp(t, `^decided by dying \(pass dying-1\); settled by replica-a \(pass p\d+-0\)$`, as[1].Reason)
 
 	// The plan goes on from the settled change.
 	r.pass(at.Add(25*time.Hour), metricRows(600, 600, alert.Inconclusive))

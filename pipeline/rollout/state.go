@@ -59,7 +59,7 @@ func (e *Entry) change() *alert.RolloutChange {
 	if json.Unmarshal([]byte(e.Numbers), &c) != nil {
 		c = alert.RolloutChange{}
 	}
-	c.Change, c.ChangeID = e.Change, changeID(e.Flag, e.Seq)
+	c.Change, c.ChangeID, c.Status = e.Change, changeID(e.Flag, e.Seq), e.Status
 	c.FromStage, c.ToStage, c.Stages, c.From, c.To = int(e.FromStage), int(e.ToStage), int(e.Stages), e.From, e.To
 	return &c
 }
