@@ -169,9 +169,11 @@ const (
 	RolloutHold     = "hold"     // not advancing: SRM or missing data
 	RolloutBack     = "rollback" // a guardrail breach: back to the fallback stage
 	RolloutStopped  = "stopped"  // flagwatch stopped acting (a person changed the flag)
-	// A change the flag system did not take keeps its Change and has Status "failed".
-	RolloutResumed = "resume" // a person handed control back (analyzer rollout resume)
+	RolloutResumed  = "resume"   // a person handed control back (analyzer rollout resume)
 )
+
+// A change the flag system did not take keeps its Change and has RolloutChange.Status
+// "failed".
 
 // RolloutChange is one change of a flag's progressive rollout.
 type RolloutChange struct {
