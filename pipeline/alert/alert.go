@@ -197,6 +197,8 @@ type RolloutChange struct {
 	InStageSeconds int64 `json:"in_stage_seconds,omitempty"`
 	// Guardrails are the guardrail metrics' state at the change.
 	Guardrails []GuardrailState `json:"guardrails,omitempty"`
+	// Evidence is the test behind a rollback, in the analyzer's words.
+	Evidence string `json:"evidence,omitempty"`
 }
 
 // GuardrailState is one guardrail metric at a rollout change.

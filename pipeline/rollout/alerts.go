@@ -114,10 +114,16 @@ func alertOf(p *Plan, e *Entry, st *State, publicURL string) alert.Alert {
 	a := alert.Alert{Flag: p.Flag, Decision: alert.Rollout, Severity: severity(e), DedupKey: c.ChangeID,
 		Summary: e.Reason, Action: todo(p, e, st), SlackChannel: p.Channel, DetectedAt: e.at(),
 		Numbers: alert.Numbers{Control: p.Control, Rollout: c}}
-	if e.DecidedBy != "" {
-		// The guardrails' numbers are in Numbers.Rollout; the evidence line says who.
-		a.Reason = "decided by " + e.DecidedBy
+	// The guardrails' numbers are in Numbers.Rollout; the evidence line says which test
+	// and who decided.
+	var ev []string
+	if c.Evidence != "" {
+		ev = append(ev, c.Evidence)
 	}
+	if e.DecidedBy != "" {
+		ev = append(ev, "decided by "+e.DecidedBy)
+	}
+	a.Reason = strings.Join(ev, "; ")
 	if e.Action != "" && e.Action != "none" {
 		a.Rollback = &alert.Rollback{Action: e.Action, Target: e.Target, Status: e.Status, Detail: e.Detail, At: time.UnixMilli(e.DoneMs).UTC()}
 		if e.Status == statusRefused {

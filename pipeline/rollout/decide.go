@@ -33,6 +33,12 @@ type Decision struct {
 	HoldKey string
 	// Waits are what the stage still needs, for status lines.
 	Waits []string
+	// Held is the hold in force, in words ("" when none).
+	Held string
+	// Ended says, when the plan has ended, how and what a person can do.
+	Ended string
+	// Evidence is the statistical test behind a rollback, in the analyzer's words.
+	Evidence string
 	// Numbers behind it.
 	UsersPerVariant int64
 	InStage         time.Duration
@@ -51,13 +57,14 @@ func decide(p *Plan, st *State, rows []analyze.Row, now time.Time) Decision {
 	}
 	switch st.Ended {
 	case endRollback:
-		d.Waits = []string{"nothing: rolled back at " + st.EndedBy.at().Format("2006-01-02 15:04 UTC") + "; fix the cause, then analyzer rollout resume " + p.Flag}
+		d.Ended = "rolled back at " + st.EndedBy.at().Format("2006-01-02 15:04 UTC") + "; fix the cause, then run analyzer rollout resume " + p.Flag
 		return d
 	case endComplete:
-		d.Waits = []string{"nothing: the rollout is complete"}
+		d.Ended = "the rollout is complete"
 		return d
 	case endStopped:
-		d.Waits = []string{"nothing: stopped because " + st.EndedBy.Reason + "; analyzer rollout resume " + p.Flag + " hands control back"}
+		d.Ended = "stopped at " + st.EndedBy.at().Format("2006-01-02 15:04 UTC") + ": " + st.EndedBy.Detail +
+			"; analyzer rollout resume " + p.Flag + " hands control back"
 		return d
 	}
 	if !st.Started {
@@ -67,7 +74,7 @@ func decide(p *Plan, st *State, rows []analyze.Row, now time.Time) Decision {
 	}
 	if b := breach(p, rows); b != nil {
 		d.Change, d.To = alert.RolloutBack, p.Stages[st.Stage-1].Fallback
-		d.Why = b.words()
+		d.Why, d.Evidence = b.words(), b.reason
 		d.Guardrails = append([]alert.GuardrailState{b.state}, d.Guardrails...)
 		return d
 	}
@@ -85,7 +92,7 @@ func decide(p *Plan, st *State, rows []analyze.Row, now time.Time) Decision {
 	stage := p.Stages[st.Stage-1]
 	if key, why := holdReason(p, rows, total, d.InStage, stage.MinDuration); key != "" {
 		if st.Holding == key {
-			d.Waits = []string{"held: " + why}
+			d.Held = why
 			return d
 		}
 		d.Change, d.HoldKey, d.Why = alert.RolloutHold, key, why
@@ -157,7 +164,8 @@ func guardrailStates(p *Plan, rows []analyze.Row) []alert.GuardrailState {
 }
 
 type breached struct {
-	state alert.GuardrailState
+	state  alert.GuardrailState
+	reason string // the analyzer's: which bound crossed the limit
 }
 
 func (b *breached) words() string {
@@ -176,8 +184,8 @@ func breach(p *Plan, rows []analyze.Row) *breached {
 		if r.Decision != alert.GuardrailBreach || p.guardrail(r.Metric) == nil {
 			continue
 		}
-		b := &breached{alert.GuardrailState{Metric: r.Metric, Segment: r.Segment, Variant: r.Variant,
-			Limit: signedLimit(p.guardrail(r.Metric)), Lift: r.Lift, CI: r.CI, Decision: r.Decision}}
+		b := &breached{state: alert.GuardrailState{Metric: r.Metric, Segment: r.Segment, Variant: r.Variant,
+			Limit: signedLimit(p.guardrail(r.Metric)), Lift: r.Lift, CI: r.CI, Decision: r.Decision}, reason: r.Reason}
 		switch {
 		case best == nil:
 			best = b
@@ -196,7 +204,7 @@ func breach(p *Plan, rows []analyze.Row) *breached {
 func holdReason(p *Plan, rows []analyze.Row, total int64, inStage, minDuration time.Duration) (key, why string) {
 	for _, r := range rows {
 		if r.Decision == alert.SRM && r.Variant == "" && r.Segment == nil {
-			return "srm", "sample ratio mismatch: users are not split as configured (" + strings.TrimSuffix(r.Reason, ".") + ")"
+			return "srm", "sample ratio mismatch: " + strings.TrimSuffix(strings.TrimPrefix(r.Reason, "sample ratio mismatch: "), ".")
 		}
 	}
 	for _, r := range rows {

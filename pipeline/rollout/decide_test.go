@@ -58,6 +58,8 @@ func TestDecide(t *testing.T) {
 		why     string
 		waits   []string
 		holdKey string
+		held    string
+		ended   string
 	}{
 		"not started: start at stage 1": {st: &State{Alerted: map[int64]bool{}}, now: t0,
 			change: alert.RolloutStart, to: 1, why: "the plan 1% → 10% → 100% starts"},
@@ -81,10 +83,10 @@ func TestDecide(t *testing.T) {
 		"srm holds": {st: at(1, t0, entry), rows: append(metricRows(400, 410, alert.Inconclusive),
 			analyze.Row{Flag: "new-checkout", Decision: alert.SRM, N: 810, P: 1e-9, Reason: "sample ratio mismatch: users per variant control 300, test 510."}),
 			now: t0.Add(48 * time.Hour), change: alert.RolloutHold, to: 1, holdKey: "srm",
-			why: "sample ratio mismatch: users are not split as configured (sample ratio mismatch: users per variant control 300, test 510)"},
+			why: "sample ratio mismatch: users per variant control 300, test 510"},
 		"a hold already told waits": {st: func() *State { s := at(1, t0, entry); s.Holding = "srm"; return s }(),
 			rows: append(metricRows(400, 410, alert.Inconclusive), analyze.Row{Flag: "new-checkout", Decision: alert.SRM, Reason: "x"}),
-			now:  t0.Add(48 * time.Hour), waits: []string{"held: sample ratio mismatch: users are not split as configured (x)"}},
+			now:  t0.Add(48 * time.Hour), held: "sample ratio mismatch: x"},
 		"users outside the rollout answer false: no hold": {st: at(1, t0, entry), rows: append(metricRows(400, 410, alert.Inconclusive),
 			analyze.Row{Flag: "new-checkout", Variant: "false", Decision: alert.SRM, N: 40000}),
 			now: t0.Add(25 * time.Hour), change: alert.RolloutAdvance, to: 2, why: "guardrails hold, 360 new users per variant, 1d 1h at 1%"},
@@ -104,14 +106,16 @@ func TestDecide(t *testing.T) {
 			now: t0.Add(25 * time.Hour), waits: []string{"a verdict on the errors per user guardrail (too few users in a variant)"}},
 		"rolled back: nothing more": {st: &State{Stage: 1, Started: true, Ended: endRollback, EndedBy: &Entry{AtMs: t0.UnixMilli()}},
 			rows: metricRows(400, 410, alert.GuardrailBreach), now: t0,
-			waits: []string{"nothing: rolled back at 2026-11-02 12:00 UTC; fix the cause, then analyzer rollout resume new-checkout"}},
-		"stopped: nothing more": {st: &State{Stage: 2, Started: true, Ended: endStopped, EndedBy: &Entry{Reason: "the flag was changed"}},
-			now: t0, waits: []string{"nothing: stopped because the flag was changed; analyzer rollout resume new-checkout hands control back"}},
+			ended: "rolled back at 2026-11-02 12:00 UTC; fix the cause, then run analyzer rollout resume new-checkout"},
+		"stopped: nothing more": {st: &State{Stage: 2, Started: true, Ended: endStopped, EndedBy: &Entry{AtMs: t0.UnixMilli(), Detail: "the flag was changed"}},
+			now: t0, ended: "stopped at 2026-11-02 12:00 UTC: the flag was changed; analyzer rollout resume new-checkout hands control back"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			d := decide(p, tc.st, tc.rows, tc.now)
 			require.Equal(t, tc.change, d.Change, "waits: %v", d.Waits)
 			require.Equal(t, tc.waits, d.Waits)
+			require.Equal(t, tc.held, d.Held)
+			require.Equal(t, tc.ended, d.Ended)
 			if tc.change != "" {
 				require.Equal(t, tc.to, d.To)
 				require.Equal(t, tc.why, d.Why)

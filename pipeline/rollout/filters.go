@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/segmentio/encoding/json"
 
@@ -206,7 +207,9 @@ func personChange(baseline *Snapshot, f *rollback.Flag) string {
 		who = "someone"
 	}
 	s := "the flag was changed in PostHog by " + who
-	if f.UpdatedAt != "" {
+	if at, err := time.Parse(time.RFC3339Nano, f.UpdatedAt); err == nil {
+		s += " at " + at.UTC().Format("2006-01-02 15:04 UTC")
+	} else if f.UpdatedAt != "" {
 		s += " at " + f.UpdatedAt
 	}
 	if baseline.Version > 0 && f.Version > 0 {

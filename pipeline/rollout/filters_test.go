@@ -156,10 +156,10 @@ func TestPersonChange(t *testing.T) {
 	const ours = `{"groups": [{"properties": [], "rollout_percentage": 10}], "payloads": {}}`
 	require.Empty(t, personChange(base(ours, true), flag(`{"payloads":{},"groups":[{"rollout_percentage":10,"properties":[]}]}`, true)),
 		"the same conditions, another member order: a name or tag edit is not a change of the rollout")
-	require.Equal(t, "the flag was changed in PostHog by ana@acme.com at 2026-11-03T14:02:00Z (version 7 → 8): condition 1 10% → 30%",
+	require.Equal(t, "the flag was changed in PostHog by ana@acme.com at 2026-11-03 14:02 UTC (version 7 → 8): condition 1 10% → 30%",
 		personChange(base(ours, true), flag(`{"groups": [{"properties": [], "rollout_percentage": 30}], "payloads": {}}`, true)))
-	require.Equal(t, "the flag was changed in PostHog by ana@acme.com at 2026-11-03T14:02:00Z (version 7 → 8): switched off",
+	require.Equal(t, "the flag was changed in PostHog by ana@acme.com at 2026-11-03 14:02 UTC (version 7 → 8): switched off",
 		personChange(base(ours, true), flag(ours, false)))
-	require.Equal(t, "the flag was changed in PostHog by ana@acme.com at 2026-11-03T14:02:00Z (version 7 → 8): a condition added, payloads changed",
+	require.Equal(t, "the flag was changed in PostHog by ana@acme.com at 2026-11-03 14:02 UTC (version 7 → 8): a condition added, payloads changed",
 		personChange(base(ours, true), flag(`{"groups": [{"properties": [], "rollout_percentage": 10}, {"properties": [{"key": "a"}]}], "payloads": {"true": "1"}}`, true)))
 }

@@ -153,6 +153,12 @@ func waiting(p *Plan, st *State, d Decision) string {
 	if st.Stage > 0 {
 		s += " for " + Duration(d.InStage)
 	}
+	switch {
+	case d.Ended != "":
+		return s + "; " + d.Ended
+	case d.Held != "":
+		return "held " + s + ": " + d.Held
+	}
 	return s + "; waits for " + strings.Join(d.Waits, ", ")
 }
 
@@ -354,6 +360,6 @@ func usersJSON(u map[string]int64) string {
 
 func numbersJSON(d Decision) string {
 	b, _ := json.Marshal(alert.RolloutChange{UsersPerVariant: d.UsersPerVariant, InStageSeconds: int64(d.InStage / time.Second),
-		Guardrails: d.Guardrails})
+		Guardrails: d.Guardrails, Evidence: d.Evidence})
 	return string(b)
 }

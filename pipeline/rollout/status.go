@@ -124,6 +124,10 @@ func WriteStatus(w io.Writer, sts []Status) {
 			fmt.Fprintf(w, "  stage %d of %d: %s for %s\n", st.Stage, len(p.Stages), p.Label(st.Stage), Duration(d.InStage))
 		}
 		switch {
+		case d.Ended != "":
+			fmt.Fprintf(w, "  %s\n", d.Ended)
+		case d.Held != "":
+			fmt.Fprintf(w, "  held: %s\n", d.Held)
 		case d.Change != "" && st.Started:
 			fmt.Fprintf(w, "  next pass: %s\n", next(p, d))
 		case len(d.Waits) > 0:

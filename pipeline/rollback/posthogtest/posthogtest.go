@@ -269,7 +269,7 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, id int64, f map[s
 				writeJSON(w, http.StatusBadRequest, map[string]any{"type": "validation_error", "code": "invalid_input", "attr": "filters", "detail": msg})
 				return
 			}
-			next["filters"] = filters
+			next["filters"] = clone(filters) // the recorded PATCH body stays as it was sent
 		default:
 			next[field] = val
 		}
