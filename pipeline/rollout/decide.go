@@ -72,6 +72,14 @@ func decide(p *Plan, st *State, rows []analyze.Row, now time.Time) Decision {
 		d.Why = "the plan " + p.Ramp() + " starts"
 		return d
 	}
+	located, ok := locate(p, st)
+	if !ok {
+		d.Ended = "the plan changed: the flag is at " + st.StageLabel + ", no longer one of its stages (" + p.Ramp() +
+			"); run analyzer rollout resume " + p.Flag + " to continue from the flag as it is"
+		return d
+	}
+	st = located
+	d.From, d.To = st.Stage, st.Stage
 	if b := breach(p, rows); b != nil {
 		d.Change, d.To = alert.RolloutBack, p.Stages[st.Stage-1].Fallback
 		d.Why, d.Evidence = b.words(), b.reason

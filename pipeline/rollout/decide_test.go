@@ -193,3 +193,20 @@ func TestDuration(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// The plan was edited while the flag was in a stage: the stage is found again by its
+// label, or, when the plan no longer has it, the plan waits for a person.
+func TestDecideAfterThePlanChanged(t *testing.T) {
+	p := testPlan(t) // 1% → 10% → 100%
+	st := at(1, t0, map[string]int64{"control": 40, "test": 42})
+	st.StageLabel = "5%"
+	d := decide(p, st, metricRows(400, 410, alert.Inconclusive), t0.Add(25*time.Hour))
+	require.Empty(t, d.Change)
+	require.Equal(t, "the plan changed: the flag is at 5%, no longer one of its stages (1% → 10% → 100%); run analyzer rollout resume new-checkout to continue from the flag as it is", d.Ended)
+
+	st.Stage, st.StageLabel = 3, "10%" // it was stage 3 of 1% → 5% → 10% → …
+	d = decide(p, st, metricRows(400, 410, alert.Inconclusive), t0.Add(49*time.Hour))
+	require.Equal(t, alert.RolloutAdvance, d.Change)
+	require.Equal(t, 2, d.From, "10% is stage 2 of the plan now")
+	require.Equal(t, 3, d.To)
+}

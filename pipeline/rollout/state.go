@@ -76,6 +76,9 @@ type State struct {
 	LastSeq int64
 	// Stage is the stage the flag is in (0: off, or not started).
 	Stage int
+	// StageLabel is the stage's label when the flag entered it: the plan may have been
+	// edited since.
+	StageLabel string
 	// Since is when the flag entered Stage; UsersAtEntry the users per variant then.
 	Since        time.Time
 	UsersAtEntry map[string]int64
@@ -162,7 +165,7 @@ func (s *State) apply(e *Entry) {
 	}
 	switch e.Change {
 	case alert.RolloutStart, alert.RolloutAdvance, alert.RolloutBack:
-		s.Stage, s.Since, s.UsersAtEntry, s.Holding = int(e.ToStage), e.at(), e.users(), ""
+		s.Stage, s.StageLabel, s.Since, s.UsersAtEntry, s.Holding = int(e.ToStage), e.To, e.at(), e.users(), ""
 		s.Started = true
 		if e.Change == alert.RolloutBack {
 			s.Ended, s.EndedBy = endRollback, e
@@ -172,4 +175,25 @@ func (s *State) apply(e *Entry) {
 	case alert.RolloutHold:
 		s.Holding = e.Detail // a hold calls nothing; its Detail is the reason's key
 	}
+}
+
+// locate finds the flag's stage in p when the plan was edited after the flag entered it:
+// the stage with the same label. It returns st unchanged when the plan still has the
+// stage where it was, a copy at the new position when it moved, and ok false when the
+// plan no longer has it.
+func locate(p *Plan, st *State) (*State, bool) {
+	if !st.Started || st.Stage == 0 || st.StageLabel == "" {
+		return st, true
+	}
+	if st.Stage <= len(p.Stages) && p.Label(st.Stage) == st.StageLabel {
+		return st, true
+	}
+	for k := 1; k <= len(p.Stages); k++ {
+		if p.Label(k) == st.StageLabel {
+			moved := *st
+			moved.Stage = k
+			return &moved, true
+		}
+	}
+	return st, false
 }

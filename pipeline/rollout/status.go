@@ -121,7 +121,11 @@ func WriteStatus(w io.Writer, sts []Status) {
 		case !st.Started && st.Ended == "":
 			fmt.Fprintf(w, "  not started: the next pass starts it at %s\n", where(p, 1))
 		default:
-			fmt.Fprintf(w, "  stage %d of %d: %s for %s\n", st.Stage, len(p.Stages), p.Label(st.Stage), Duration(d.InStage))
+			k := st.Stage
+			if at, ok := locate(p, st); ok {
+				k = at.Stage
+			}
+			fmt.Fprintf(w, "  stage %d of %d: %s for %s\n", k, len(p.Stages), p.Label(k), Duration(d.InStage))
 		}
 		switch {
 		case d.Ended != "":
@@ -191,7 +195,7 @@ func Resume(ctx context.Context, conn store.Conn, mons *config.Monitors, flag, w
 		return err
 	}
 	st := stateOf(entries)
-	if st.Ended == "" {
+	if _, onPlan := locate(p, st); st.Ended == "" && onPlan {
 		if !st.Started {
 			return fmt.Errorf("the rollout of %s has not started: the next pass starts it; nothing to resume", flag)
 		}
@@ -208,7 +212,7 @@ func Resume(ctx context.Context, conn store.Conn, mons *config.Monitors, flag, w
 	e := Entry{Flag: flag, Seq: seq, Change: alert.RolloutResumed, Status: statusOK, FromStage: int64(st.Stage), ToStage: int64(st.Stage),
 		Stages: int64(len(p.Stages)), From: p.Label(st.Stage), To: p.Label(st.Stage), Action: "none",
 		Reason: fmt.Sprintf("%s handed %s's rollout back to flagwatch (it had %s)", who, flag, map[string]string{
-			endRollback: "rolled back", endStopped: "stopped", endComplete: "completed"}[st.Ended]),
+			endRollback: "rolled back", endStopped: "stopped", endComplete: "completed", "": "left its plan"}[st.Ended]),
 		DecidedBy: who + " (analyzer rollout resume)", AtMs: now.UnixMilli(), DoneMs: now.UnixMilli()}
 	return l.append(ctx, e)
 }
