@@ -168,19 +168,19 @@ const (
 	RolloutComplete = "complete" // the last stage's minimums were met: done
 	RolloutHold     = "hold"     // not advancing: SRM or missing data
 	RolloutBack     = "rollback" // a guardrail breach: back to the fallback stage
-	RolloutStopped  = "stopped"  // flagwatch stopped acting (a person changed the flag)
 	RolloutResumed  = "resume"   // a person handed control back (analyzer rollout resume)
 )
 
 // A change the flag system did not take keeps its Change and has RolloutChange.Status
-// "failed".
+// "failed"; one flagwatch would not make (a person changed the flag since flagwatch's
+// last change) keeps it too, with Status "refused", and stops the plan.
 
 // RolloutChange is one change of a flag's progressive rollout.
 type RolloutChange struct {
 	Change string `json:"change"`
 	// Status is how the change went: "ok", "failed" (the flag system did not take it;
 	// tried again next pass) or "refused" (flagwatch would not act: a person changed
-	// the flag).
+	// the flag; the plan stops).
 	Status string `json:"status,omitempty"`
 	// ChangeID is the change's identity, the flag's n-th change: "new-checkout|rollout|4".
 	ChangeID string `json:"change_id"`

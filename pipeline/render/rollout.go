@@ -17,6 +17,12 @@ func rolloutHead(f alert.Finding) (mark, words string) {
 	if r == nil {
 		return ":fast_forward:", "rollout"
 	}
+	if r.Status == "refused" {
+		if r.Change == alert.RolloutBack {
+			return ":red_circle:", "could not roll back: changed by a person"
+		}
+		return ":octagonal_sign:", "rollout stopped at " + Escape(r.From)
+	}
 	if r.Status == "failed" {
 		switch r.Change {
 		case alert.RolloutStart:
@@ -37,8 +43,6 @@ func rolloutHead(f alert.Finding) (mark, words string) {
 		return ":double_vertical_bar:", "held at " + Escape(r.From)
 	case alert.RolloutBack:
 		return ":rewind:", "rolled back to " + Escape(r.To)
-	case alert.RolloutStopped:
-		return ":octagonal_sign:", "rollout stopped at " + Escape(r.From)
 	}
 	return ":fast_forward:", "rollout"
 }
@@ -61,13 +65,14 @@ func rolloutNumbers(f alert.Finding) []string {
 	}
 	var lines, parts []string
 	k := r.ToStage
-	if r.Change == alert.RolloutHold || r.Change == alert.RolloutComplete || r.Change == alert.RolloutStopped || r.Change == alert.RolloutBack {
+	undone := r.Status == "failed" || r.Status == "refused"
+	if r.Change == alert.RolloutHold || r.Change == alert.RolloutComplete || r.Change == alert.RolloutBack || undone {
 		k = r.FromStage
 	}
 	if r.Stages > 0 && k > 0 {
 		parts = append(parts, "stage "+strconv.Itoa(k)+" of "+strconv.Itoa(r.Stages))
 	}
-	if r.From != "" && r.To != "" && r.From != r.To {
+	if r.From != "" && r.To != "" && r.From != r.To && !undone {
 		parts = append(parts, Escape(r.From)+" → "+Escape(r.To))
 	}
 	if r.UsersPerVariant > 0 {

@@ -77,9 +77,14 @@ func TestRolloutThreadGolden(t *testing.T) {
 	require.Contains(t, text(Opening(failed, opts())), "Flag change (posthog `https://us.posthog.com/api/projects/1/feature_flags/42/`): ❌ failed")
 	for change, want := range map[string]string{
 		alert.RolloutStart: "▶️ new-checkout — rollout started at 25%", alert.RolloutComplete: "🏁 new-checkout — rollout complete at 10%",
-		alert.RolloutHold: "⏸️ new-checkout — held at 10%", alert.RolloutStopped: "🛑 new-checkout — rollout stopped at 10%",
+		alert.RolloutHold: "⏸️ new-checkout — held at 10%",
 	} {
 		a := rolloutAlert("7", change, "ok", "10%", "25%", 3, 4, alert.Info, "s", "")
 		require.True(t, strings.HasPrefix(text(Opening(a, opts())), want+"\n"), change)
 	}
+	stopped := text(Opening(rolloutAlert("8", alert.RolloutAdvance, "refused", "10%", "25%", 3, 4, alert.Warning, "s", ""), opts()))
+	require.True(t, strings.HasPrefix(stopped, "🛑 new-checkout — rollout stopped at 10%\n"), stopped)
+	require.Contains(t, stopped, "Stage: stage 3 of 6 · 1,240 new users per variant", "the stage it stays at, no arrow")
+	notBack := text(Opening(rolloutAlert("9", alert.RolloutBack, "refused", "10%", "0%", 3, 0, alert.Critical, "s", ""), opts()))
+	require.True(t, strings.HasPrefix(notBack, "🔴 new-checkout — could not roll back: changed by a person\n"), notBack)
 }

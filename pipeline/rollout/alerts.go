@@ -25,6 +25,8 @@ func where(p *Plan, k int) string {
 func sentence(p *Plan, e *Entry, why string, resumed bool) string {
 	from, to := int(e.FromStage), int(e.ToStage)
 	switch {
+	case e.Status == statusRefused && e.Change == alert.RolloutBack:
+		return fmt.Sprintf("flagwatch could not roll %s back at %s: %s; roll it back by hand", p.Flag, where(p, from), why)
 	case e.Status == statusRefused:
 		return fmt.Sprintf("flagwatch stopped %s's rollout at %s: %s", p.Flag, where(p, from), why)
 	case e.Status == statusFailed:
@@ -53,6 +55,8 @@ func sentence(p *Plan, e *Entry, why string, resumed bool) string {
 // todo is what the team should do after the change.
 func todo(p *Plan, e *Entry, st *State) string {
 	switch {
+	case e.Status == statusRefused && e.Change == alert.RolloutBack:
+		return "Roll the flag back by hand in PostHog now: a guardrail is breached, and flagwatch does not overwrite a person's change."
 	case e.Status == statusRefused:
 		return "Review the change in PostHog; to hand the rollout back to flagwatch, run analyzer rollout resume " + p.Flag + "."
 	case e.Status == statusFailed:

@@ -221,7 +221,8 @@ func TestAPersonsEditStopsTheRollout(t *testing.T) {
 	as := r.alerts.rollouts("new-checkout")
 	require.Len(t, as, 2, "start, then stopped — once")
 	stop := as[1]
-	require.Equal(t, alert.RolloutStopped, stop.Numbers.Rollout.Change)
+	require.Equal(t, alert.RolloutAdvance, stop.Numbers.Rollout.Change)
+	require.Equal(t, "refused", stop.Numbers.Rollout.Status)
 	require.Equal(t, alert.Warning, stop.Severity)
 	require.Regexp(t, `^flagwatch stopped new-checkout's rollout at 1% \(stage 1 of 3\): the flag was changed in PostHog by ana@acme.com at \d{4}-\d\d-\d\d \d\d:\d\d UTC \(version 2 → 3\): condition 2 1% → 30%$`, stop.Summary)
 	require.Equal(t, "refused", stop.Rollback.Status)
@@ -379,4 +380,27 @@ func TestStatus(t *testing.T) {
 
 	_, err = rollout.Statuses(context.Background(), r.conn, r.mons, "nope", t0)
 	require.EqualError(t, err, `no rollout plan for flag "nope" in flagwatch.yaml (flags with a plan: new-checkout)`)
+}
+
+// A breach after a person changed the flag: flagwatch does not overwrite the person's
+// change even to roll back — it says, critically, that the flag needs rolling back by
+// hand.
+func TestABreachAfterAPersonsEditIsNotOverwritten(t *testing.T) {
+	r := newRig(t, "", 1)
+	r.pass(t0, metricRows(0, 0, alert.InsufficientData))
+	r.ph.Edit(42, posthogtest.User{ID: 7, Email: "ana@acme.com"}, func(f map[string]any) {
+		posthogtest.Groups(f)[1]["rollout_percentage"] = 30.0
+	})
+	breach := metricRows(400, 400, alert.GuardrailBreach)
+	breach[1].Lift, breach[1].CI = 0.42, [2]float64{0.33, 0.51}
+	r.pass(t0.Add(2*time.Hour), breach)
+	r.pass(t0.Add(3*time.Hour), breach)
+	require.Equal(t, 30.0, posthogtest.Rollout(r.ph.Flag(42)))
+	require.Len(t, r.ph.Patches(), 1)
+	as := r.alerts.rollouts("new-checkout")
+	require.Len(t, as, 2)
+	require.Equal(t, alert.Critical, as[1].Severity)
+	require.Regexp(t, `^flagwatch could not roll new-checkout back at 1% \(stage 1 of 3\): errors per user \+42% \[\+33%, \+51%\], `+
+		`beyond the \+30% guardrail, but the flag was changed in PostHog by ana@acme.com at .* \(version 2 → 3\): condition 2 1% → 30%; roll it back by hand$`, as[1].Summary)
+	require.Equal(t, "Roll the flag back by hand in PostHog now: a guardrail is breached, and flagwatch does not overwrite a person's change.", as[1].Action)
 }

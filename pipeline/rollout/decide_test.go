@@ -163,9 +163,9 @@ func TestStateReplaysTheLog(t *testing.T) {
 	require.True(t, st.Alerted[1])
 	require.False(t, st.Alerted[2])
 
-	st = stateOf([]Entry{e(1, alert.RolloutStart, statusOK, 1, 10), e(2, alert.RolloutStopped, statusRefused, 1, 20)})
+	st = stateOf([]Entry{e(1, alert.RolloutStart, statusOK, 1, 10), e(2, alert.RolloutAdvance, statusRefused, 2, 20)})
 	require.Equal(t, endStopped, st.Ended)
-	st = stateOf([]Entry{e(1, alert.RolloutStart, statusOK, 1, 10), e(2, alert.RolloutStopped, statusRefused, 1, 20),
+	st = stateOf([]Entry{e(1, alert.RolloutStart, statusOK, 1, 10), e(2, alert.RolloutAdvance, statusRefused, 2, 20),
 		e(3, alert.RolloutResumed, statusOK, 1, 30)})
 	require.Empty(t, st.Ended, "a resume hands control back")
 	require.False(t, st.Started, "and starts again from the flag as it is")

@@ -298,7 +298,8 @@ func TestSimulatedRamp(t *testing.T) {
 	// A person's edit: flagwatch stops, says so once, and leaves the flag alone.
 	require.True(t, edited)
 	require.Equal(t, []float64{1, 5}, patched(4))
-	require.Equal(t, []string{"start 0%→1%", "advance 1%→5%", "stopped 5%→5%"}, alerts.changes("dark-mode"))
+	require.Equal(t, []string{"start 0%→1%", "advance 1%→5%", "advance 5%→10%"}, alerts.changes("dark-mode"))
+	require.Equal(t, "refused", alerts.rollouts("dark-mode")[2].Numbers.Rollout.Status)
 	require.Contains(t, alerts.rollouts("dark-mode")[2].Summary, "the flag was changed in PostHog by ana@acme.com")
 	require.Equal(t, 20.0, posthogtest.Rollout(ph.Flag(4)))
 

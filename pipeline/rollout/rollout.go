@@ -210,8 +210,8 @@ func (c *Controller) act(ctx context.Context, pass *analyze.Pass, p *Plan, st *S
 		}
 	}
 	resumed := len(st.Outcomes) > 0 && st.Last().Change == alert.RolloutResumed
-	if e.Status == statusRefused {
-		e.Change, e.ToStage = alert.RolloutStopped, e.FromStage
+	if e.Status == statusRefused && d.Change == alert.RolloutBack {
+		why = d.Why + ", but " + why
 	}
 	e.From, e.To = p.Label(int(e.FromStage)), p.Label(int(e.ToStage))
 	e.Reason = sentence(p, &e, why, resumed)
@@ -291,9 +291,6 @@ func (c *Controller) settle(ctx context.Context, pass *analyze.Pass, p *Plan, st
 	why := res.why
 	if why == "" {
 		why = res.outcome.Detail
-	}
-	if e.Status == statusRefused {
-		e.Change, e.ToStage = alert.RolloutStopped, e.FromStage
 	}
 	if e.Status == statusOK {
 		// The intended change happened: its words are the ones decided with it.

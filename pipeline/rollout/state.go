@@ -68,7 +68,7 @@ func (e *Entry) change() *alert.RolloutChange {
 const (
 	endRollback = alert.RolloutBack
 	endComplete = alert.RolloutComplete
-	endStopped  = alert.RolloutStopped
+	endStopped  = "stopped"
 )
 
 // State is a flag's rollout as its log tells it.
