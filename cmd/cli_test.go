@@ -179,6 +179,8 @@ func TestMistakesExitTwoWithOneLine(t *testing.T) {
 		{args: []string{"analyzer", "rollout", "resume"}, want: "analyzer rollout resume: want the key of the flag to resume; see analyzer rollout resume --help"},
 		{args: []string{"analyzer", "rollout", "status", "a", "b"},
 			want: "analyzer rollout status: want at most one flag key, got 2 arguments; see analyzer rollout status --help"},
+		{args: []string{"analyzer", "rollout", "status", "nope", "-config", "../pipeline/config/testdata/templates.yaml"},
+			want: `analyzer rollout status: no rollout plan for flag "nope" in ../pipeline/config/testdata/templates.yaml (flags with a plan: new-checkout, fast-search); see analyzer rollout status --help`},
 		{args: []string{"analyzer", "rollout", "status", "-config", "missing.yaml"},
 			want: "analyzer rollout status: read config missing.yaml: open missing.yaml: no such file or directory"},
 		{args: []string{"analyzer", "once", "-config", "missing.yaml"},

@@ -3,6 +3,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"log/slog"
 	"net/http"
@@ -18,6 +19,15 @@ import (
 	"github.com/flagwatch/flagwatch/pipeline/store"
 	"github.com/flagwatch/flagwatch/pipeline/web"
 )
+
+// usage makes a rollout request that cannot be served as asked a usage error (exit 2).
+func usage(err error) error {
+	var ae *rollout.ArgError
+	if errors.As(err, &ae) {
+		return cli.Usagef("%s", ae)
+	}
+	return err
+}
 
 func main() {
 	var opts analyze.Options
@@ -100,7 +110,7 @@ With a flag key, only that flag's plan.`,
 					}
 					return nil
 				},
-				Run: func(ctx context.Context, _ *slog.Logger) error { return rollout.RunStatus(ctx, ro) },
+				Run: func(ctx context.Context, _ *slog.Logger) error { return usage(rollout.RunStatus(ctx, ro)) },
 			}, {
 				Name:    "resume",
 				Summary: "hand a stopped, rolled-back or completed rollout back to flagwatch",
@@ -115,7 +125,7 @@ from the first stage at or above it. Recorded in the rollout log with who resume
 					ro.Flag = args[0]
 					return nil
 				},
-				Run: func(ctx context.Context, _ *slog.Logger) error { return rollout.RunResume(ctx, ro) },
+				Run: func(ctx context.Context, _ *slog.Logger) error { return usage(rollout.RunResume(ctx, ro)) },
 			}},
 		}},
 	})

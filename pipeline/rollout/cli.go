@@ -52,10 +52,17 @@ func (o *CLI) defaults() {
 	}
 }
 
+// open loads the monitors (checking the flag argument against them before anything
+// connects) and connects to ClickHouse.
 func (o *CLI) open(ctx context.Context) (*config.Monitors, store.Conn, error) {
 	mons, err := config.Load(o.ConfigPath)
 	if err != nil {
 		return nil, nil, err
+	}
+	if o.Flag != "" {
+		if _, err := plansFor(mons, o.Flag); err != nil {
+			return nil, nil, err
+		}
 	}
 	conn, err := store.Open(ctx, o.ClickHouseDSN, store.WithMaxWait(30*time.Second))
 	if err != nil {

@@ -68,8 +68,16 @@ func plansFor(mons *config.Monitors, flag string) ([]*Plan, error) {
 	if file == "" {
 		file = "the monitors file"
 	}
-	return nil, fmt.Errorf("no rollout plan for flag %q in %s (flags with a plan: %s)", flag, file, with)
+	return nil, argErrorf("no rollout plan for flag %q in %s (flags with a plan: %s)", flag, file, with)
 }
+
+// ArgError is a request the rollout cannot serve as asked (a flag without a plan, a
+// resume of a running rollout): the command's mistake, not a failure.
+type ArgError struct{ msg string }
+
+func (e *ArgError) Error() string { return e.msg }
+
+func argErrorf(format string, a ...any) error { return &ArgError{msg: fmt.Sprintf(format, a...)} }
 
 // latestResults reads the flag's rows of the latest pass from analysis_results.
 func latestResults(ctx context.Context, conn store.Conn, flag string) ([]analyze.Row, time.Time, error) {
@@ -197,9 +205,9 @@ func Resume(ctx context.Context, conn store.Conn, mons *config.Monitors, flag, w
 	st := stateOf(entries)
 	if _, onPlan := locate(p, st); st.Ended == "" && onPlan {
 		if !st.Started {
-			return fmt.Errorf("the rollout of %s has not started: the next pass starts it; nothing to resume", flag)
+			return argErrorf("the rollout of %s has not started: the next pass starts it; nothing to resume", flag)
 		}
-		return fmt.Errorf("the rollout of %s is running (at %s): nothing to resume", flag, where(p, st.Stage))
+		return argErrorf("the rollout of %s is running (at %s): nothing to resume", flag, where(p, st.Stage))
 	}
 	seq := st.LastSeq + 1
 	won, err := claim(ctx, conn, changeID(flag, seq), "resume:"+who, now, DefaultLease)
