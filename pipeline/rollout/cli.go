@@ -5,10 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/user"
 	"time"
 
+	"github.com/flagwatch/flagwatch/pipeline/claim"
 	"github.com/flagwatch/flagwatch/pipeline/config"
 	"github.com/flagwatch/flagwatch/pipeline/store"
 )
@@ -108,7 +110,12 @@ func RunResume(ctx context.Context, o CLI) error {
 		return err
 	}
 	defer conn.Close()
-	if err := Resume(ctx, conn, mons, o.Flag, o.By, o.Now()); err != nil {
+	claims, closeClaims, err := claim.Open(conn, slog.Default())
+	if err != nil {
+		return err
+	}
+	defer closeClaims()
+	if err := Resume(ctx, conn, claims, mons, o.Flag, o.By, o.Now()); err != nil {
 		return err
 	}
 	_, err = fmt.Fprintf(o.Stdout, "%s: handed back to flagwatch by %s; the next pass continues from the flag as it is now\n", o.Flag, o.By)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/flagwatch/flagwatch/pipeline/alert"
 	"github.com/flagwatch/flagwatch/pipeline/analyze"
+	"github.com/flagwatch/flagwatch/pipeline/claim"
 	"github.com/flagwatch/flagwatch/pipeline/config"
 	"github.com/flagwatch/flagwatch/pipeline/rollback"
 	"github.com/flagwatch/flagwatch/pipeline/rollback/posthogtest"
@@ -228,7 +229,7 @@ func TestAPersonsEditStopsTheRollout(t *testing.T) {
 	require.Equal(t, "refused", stop.Rollback.Status)
 	require.Contains(t, stop.Action, "analyzer rollout resume new-checkout")
 
-	require.NoError(t, rollout.Resume(context.Background(), r.conn, r.mons, "new-checkout", "ana@acme.com", t0.Add(60*time.Hour)))
+	require.NoError(t, rollout.Resume(context.Background(), r.conn, claim.Table{Conn: r.conn}, r.mons, "new-checkout", "ana@acme.com", t0.Add(60*time.Hour)))
 	r.pass(t0.Add(61*time.Hour), metricRows(600, 610, alert.Inconclusive))
 	as = r.alerts.rollouts("new-checkout")
 	require.Len(t, as, 3)

@@ -5,15 +5,16 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/flagwatch/flagwatch/pipeline/claim"
 	"github.com/flagwatch/flagwatch/pipeline/retry"
 	"github.com/flagwatch/flagwatch/pipeline/store"
 )
 
-// chLog is the rollout's state in ClickHouse: rollout_log and rollout_claims
-// (schemas/clickhouse/0060_rollout.sql). Every call is retried while ClickHouse's error
-// may pass (store.Classify), each retry logged.
+// chLog is the rollout's log in ClickHouse: rollout_log (schemas/clickhouse/0060). Every
+// call is retried while ClickHouse's error may pass (store.Classify), each retry logged.
 type chLog struct {
 	conn store.Conn
 	log  *slog.Logger
@@ -80,37 +81,37 @@ func (l *chLog) append(ctx context.Context, es ...Entry) error {
 	})
 }
 
-// claimEpochs is how many epochs of one change claim looks at: a change is taken over
+// claimEpochs is how many epochs of one change claimChange looks at: a change is taken over
 // only when its holder died mid-change, so a handful is plenty.
 const claimEpochs = 16
 
-// claim makes holder the one replica that performs the change key (flag|rollout|seq)
-// until now+lease, and reports whether it did. The claim is a row (key#epoch, holder,
-// lease) inserted into rollout_claims, a Join(ANY, LEFT) table: it keeps the first row
-// of a key and every reader reads the same winner, a compare-and-set that ClickHouse
-// 18.16 can do without transactions. A live claim of another holder wins; a claim whose
-// lease ran out (its holder died mid-change) is taken over under the next epoch, and
-// the new holder settles what the old one left (the log says whether it finished).
-//
-// This is the one function to change when the claims move to a cluster (a table on
-// one shard, or Keeper).
-func claim(ctx context.Context, conn store.Conn, key, holder string, now time.Time, lease time.Duration) (bool, error) {
+// claimChange makes holder the one replica that performs the change key until now+lease, and
+// reports whether it did. The claim is the value "holder|expires_ms" stored under
+// key#epoch in the claims store (pipeline/claim: put-if-absent, the first value holds
+// and every reader reads it — a Join table on one node, ZooKeeper on a cluster). A live
+// claim of another holder wins; a claim whose lease ran out (its holder died mid-change)
+// is taken over under the next epoch, and the new holder settles what the old one left
+// (the log says whether it finished).
+func claimChange(ctx context.Context, claims claim.Store, key, holder string, now time.Time, lease time.Duration) (bool, error) {
 	keys := make([]string, claimEpochs)
 	for i := range keys {
 		keys[i] = key + "#" + strconv.Itoa(i+1)
 	}
-	held, err := readClaims(ctx, conn, keys)
+	held, err := claims.Lookup(ctx, keys)
 	if err != nil {
-		return false, err
+		return false, fmt.Errorf("read the claims of %s: %w", key, err)
 	}
 	epoch := 0
 	var last claimRow
 	for i, k := range keys {
-		c, ok := held[k]
+		v, ok := held[k]
 		if !ok {
 			break
 		}
-		epoch, last = i+1, c
+		if last, err = decodeClaim(v); err != nil {
+			return false, err
+		}
+		epoch = i + 1
 	}
 	switch {
 	case epoch > 0 && now.Before(last.expires):
@@ -118,23 +119,12 @@ func claim(ctx context.Context, conn store.Conn, key, holder string, now time.Ti
 	case epoch == claimEpochs:
 		return false, fmt.Errorf("claim %s: taken over %d times; look at the analyzer replicas", key, claimEpochs)
 	}
-	next := keys[epoch]
-	b, err := conn.PrepareBatch(ctx, "INSERT INTO rollout_claims (claim, replica, claimed_ms, expires_ms)")
+	mine := holder + "|" + strconv.FormatInt(now.Add(lease).UnixMilli(), 10)
+	got, err := claims.Claim(ctx, keys[epoch], mine)
 	if err != nil {
-		return false, fmt.Errorf("prepare claim: %w", err)
+		return false, fmt.Errorf("claim %s: %w", keys[epoch], err)
 	}
-	if err := b.Append(next, holder, now.UnixMilli(), now.Add(lease).UnixMilli()); err != nil {
-		_ = b.Abort()
-		return false, fmt.Errorf("append claim: %w", err)
-	}
-	if err := b.Send(); err != nil {
-		return false, fmt.Errorf("insert claim %s: %w", next, err)
-	}
-	got, err := readClaims(ctx, conn, []string{next})
-	if err != nil {
-		return false, err
-	}
-	return got[next].holder == holder, nil
+	return got == mine, nil
 }
 
 type claimRow struct {
@@ -142,26 +132,17 @@ type claimRow struct {
 	expires time.Time
 }
 
-// readClaims reads the claims of keys: the keys are a literal array joined to the claims
-// table; a key without a claim reads back with an empty replica and is left out.
-func readClaims(ctx context.Context, conn store.Conn, keys []string) (map[string]claimRow, error) {
-	q := "SELECT k.claim, replica, expires_ms FROM (SELECT arrayJoin(" + store.QuoteList(keys) +
-		") AS claim) AS k ANY LEFT JOIN rollout_claims USING claim"
-	rows, err := conn.Query(ctx, q)
+func decodeClaim(v string) (claimRow, error) {
+	i := strings.LastIndexByte(v, '|')
+	if i < 0 {
+		return claimRow{}, fmt.Errorf("malformed rollout claim %q", v)
+	}
+	ms, err := strconv.ParseInt(v[i+1:], 10, 64)
 	if err != nil {
-		return nil, fmt.Errorf("read rollout claims: %w", err)
+		return claimRow{}, fmt.Errorf("malformed rollout claim %q: %w", v, err)
 	}
-	defer rows.Close()
-	out := map[string]claimRow{}
-	for rows.Next() {
-		var k, holder string
-		var exp int64
-		if err := rows.Scan(&k, &holder, &exp); err != nil {
-			return nil, fmt.Errorf("scan rollout claim: %w", err)
-		}
-		if holder != "" {
-			out[k] = claimRow{holder: holder, expires: time.UnixMilli(exp)}
-		}
-	}
-	return out, rows.Err()
+	return claimRow{holder: v[:i], expires: time.UnixMilli(ms)}, nil
 }
+
+// claimKey is the claims key of a flag's seq-th change.
+func claimKey(flag string, seq int64) string { return "rollout|" + flag + "|" + itoa(seq) }

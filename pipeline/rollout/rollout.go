@@ -29,6 +29,7 @@ import (
 
 	"github.com/flagwatch/flagwatch/pipeline/alert"
 	"github.com/flagwatch/flagwatch/pipeline/analyze"
+	"github.com/flagwatch/flagwatch/pipeline/claim"
 	"github.com/flagwatch/flagwatch/pipeline/config"
 	"github.com/flagwatch/flagwatch/pipeline/rollback"
 	"github.com/flagwatch/flagwatch/pipeline/store"
@@ -43,7 +44,10 @@ const DefaultLease = 10 * time.Minute
 
 // Options configure a Controller.
 type Options struct {
-	Conn     store.Conn
+	Conn store.Conn
+	// Claims is where changes are claimed (pipeline/claim); nil: the claims table on
+	// Conn (one node). NewObservers opens the store Conn's ClickHouse uses.
+	Claims   claim.Store
 	Emitter  analyze.Emitter
 	Monitors *config.Monitors
 	// Replica names this analyzer in claims and in who decided a change.
@@ -84,19 +88,29 @@ func New(o Options) *Controller {
 	if o.HTTP.Logger == nil {
 		o.HTTP.Logger = o.Logger
 	}
+	if o.Claims == nil {
+		o.Claims = claim.Table{Conn: o.Conn}
+	}
 	return &Controller{o: o, plans: Plans(o.Monitors), log: &chLog{conn: o.Conn, log: o.Logger}}
 }
 
 // NewObservers is analyze.Options.NewObservers for the monitors' plans: no observer when
-// no flag has a plan.
+// no flag has a plan. Without o.Claims it opens the claims of conn's ClickHouse (a
+// ZooKeeper session on a cluster, kept for the life of the process).
 func NewObservers(o Options) func(conn store.Conn, emit analyze.Emitter, mons *config.Monitors) ([]analyze.PassObserver, error) {
 	return func(conn store.Conn, emit analyze.Emitter, mons *config.Monitors) ([]analyze.PassObserver, error) {
 		o.Conn, o.Emitter, o.Monitors = conn, emit, mons
-		c := New(o)
-		if len(c.plans) == 0 {
+		if len(Plans(mons)) == 0 {
 			return nil, nil
 		}
-		return []analyze.PassObserver{c}, nil
+		if o.Claims == nil {
+			claims, _, err := claim.Open(conn, o.Logger)
+			if err != nil {
+				return nil, fmt.Errorf("rollout claims: %w", err)
+			}
+			o.Claims = claims
+		}
+		return []analyze.PassObserver{New(o)}, nil
 	}
 }
 
@@ -168,7 +182,7 @@ func (c *Controller) own(ctx context.Context, pass *analyze.Pass, p *Plan, seq i
 	var won bool
 	err := c.log.do(ctx, "claim "+changeID(p.Flag, seq), func(ctx context.Context) error {
 		var err error
-		won, err = claim(ctx, c.o.Conn, changeID(p.Flag, seq), c.o.Replica, pass.Time, c.o.Lease)
+		won, err = claimChange(ctx, c.o.Claims, claimKey(p.Flag, seq), c.o.Replica, pass.Time, c.o.Lease)
 		return err
 	})
 	if err != nil || !won {

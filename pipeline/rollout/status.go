@@ -10,6 +10,7 @@ import (
 
 	"github.com/flagwatch/flagwatch/pipeline/alert"
 	"github.com/flagwatch/flagwatch/pipeline/analyze"
+	"github.com/flagwatch/flagwatch/pipeline/claim"
 	"github.com/flagwatch/flagwatch/pipeline/config"
 	"github.com/flagwatch/flagwatch/pipeline/store"
 )
@@ -191,7 +192,7 @@ func next(p *Plan, d Decision) string {
 // Resume hands a stopped, rolled-back or completed rollout back to flagwatch: the next
 // pass takes the flag as it is in the flag system and continues from the first stage at
 // or above it. who is the person, recorded with it.
-func Resume(ctx context.Context, conn store.Conn, mons *config.Monitors, flag, who string, now time.Time) error {
+func Resume(ctx context.Context, conn store.Conn, claims claim.Store, mons *config.Monitors, flag, who string, now time.Time) error {
 	plans, err := plansFor(mons, flag)
 	if err != nil {
 		return err
@@ -210,7 +211,7 @@ func Resume(ctx context.Context, conn store.Conn, mons *config.Monitors, flag, w
 		return argErrorf("the rollout of %s is running (at %s): nothing to resume", flag, where(p, st.Stage))
 	}
 	seq := st.LastSeq + 1
-	won, err := claim(ctx, conn, changeID(flag, seq), "resume:"+who, now, DefaultLease)
+	won, err := claimChange(ctx, claims, claimKey(flag, seq), "resume:"+who, now, DefaultLease)
 	if err != nil {
 		return err
 	}

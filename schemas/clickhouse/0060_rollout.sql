@@ -5,7 +5,9 @@
 -- or 'refused', flag_state the flag as the system returned it) after; a row with change
 -- 'alerted' marks a change whose alert Kafka acknowledged. Who decided (decided_by:
 -- replica or person, pass_id) and the numbers behind it (numbers, users) are kept with
--- it. Plain MergeTree, append-only, read per flag: a flag has a few dozen rows.
+-- it. Plain MergeTree, append-only, read per flag: a flag has a few dozen rows. Before
+-- a change, a replica claims its number in pipeline/claim (the claims table of 0070 on
+-- one node, ZooKeeper on a cluster), so one replica makes each change.
 -- Times are Int64 milliseconds of the analyzer's clock (the pass time), so a replayed
 -- or simulated week orders the same as a live one.
 CREATE TABLE IF NOT EXISTS rollout_log (
@@ -32,16 +34,3 @@ CREATE TABLE IF NOT EXISTS rollout_log (
     logged_at   DateTime DEFAULT now()
 ) ENGINE = MergeTree
 ORDER BY (flag, seq, done_ms);
-
--- Claims on changes: before acting, a replica inserts (flag|seq#epoch, its id, lease)
--- and reads the key back. A Join(ANY, LEFT) table keeps the first row inserted for a
--- key, so every reader reads the same winner: one replica makes each change. A claim
--- whose holder died (its lease expired, the change without an outcome) is taken over
--- under the next epoch. Same caveats as notification_claims (one server; see
--- pipeline/rollout's claim).
-CREATE TABLE IF NOT EXISTS rollout_claims (
-    claim       String,
-    replica     String,
-    claimed_ms  Int64,
-    expires_ms  Int64
-) ENGINE = Join(ANY, LEFT, claim);
