@@ -30,8 +30,18 @@ func (l *chLog) do(ctx context.Context, what string, op func(context.Context) er
 const logColumns = `flag, seq, change, status, from_stage, to_stage, stages, from_label, to_label, reason,
 	numbers, users, action, target, detail, flag_state, decided_by, pass_id, at_ms, done_ms`
 
-// read returns the entries of flag ("" for every flag), in log order.
+// read returns the entries of flag ("" for every flag), in log order. On a cluster the
+// log is replicated on every node, asynchronously: the node first fetches every entry
+// another node wrote (SYSTEM SYNC REPLICA), so a replica never decides from a log that
+// lacks a change another one has made.
 func (l *chLog) read(ctx context.Context, flag string) ([]Entry, error) {
+	if l.conn.Server().Cluster != "" {
+		if err := l.do(ctx, "sync rollout_log", func(ctx context.Context) error {
+			return l.conn.Exec(ctx, "SYSTEM SYNC REPLICA rollout_log")
+		}); err != nil {
+			return nil, fmt.Errorf("sync rollout_log with the other nodes: %w", err)
+		}
+	}
 	q := "SELECT " + logColumns + " FROM rollout_log"
 	if flag != "" {
 		q += " WHERE flag = " + store.Quote(flag)
