@@ -405,3 +405,26 @@ func TestABreachAfterAPersonsEditIsNotOverwritten(t *testing.T) {
 		`beyond the \+30% guardrail, but the flag was changed in PostHog by ana@acme.com at .* \(version 2 → 3\): condition 2 1% → 30%; roll it back by hand$`, as[1].Summary)
 	require.Equal(t, "Roll the flag back by hand in PostHog now: a guardrail is breached, and flagwatch does not overwrite a person's change.", as[1].Action)
 }
+
+// A replica records the intent of a change and dies before calling PostHog. After its
+// claim, the next pass finds PostHog without the change, records it as not made (told
+// once), and the plan makes it afresh — one PATCH in all.
+func TestAnIntentWithoutACallIsMadeAfresh(t *testing.T) {
+	r := newRig(t, "", 1)
+	r.pass(t0, metricRows(0, 0, alert.InsufficientData))
+	dying := rollout.New(rollout.Options{Conn: r.conn, Monitors: r.mons, Replica: "dying", Logger: quiet(), Lookup: lookup,
+		HTTP: fastHTTP()})
+	at := t0.Add(25 * time.Hour)
+	require.NoError(t, rollout.DieBeforeCall(context.Background(), dying, &analyze.Pass{ID: "dying-1", Time: at,
+		Rows: metricRows(300, 300, alert.Inconclusive)}))
+	require.Len(t, r.ph.Patches(), 1, "the dying replica never called PostHog")
+
+	rows := r.pass(at.Add(15*time.Minute), metricRows(300, 300, alert.Inconclusive))
+	require.Equal(t, "new-checkout could not advance to 10% (stage 2 of 3): not applied: the replica that claimed it stopped before PostHog answered; flagwatch tries again at the next pass", rows[0].Reason)
+	rows = r.pass(at.Add(30*time.Minute), metricRows(300, 300, alert.Inconclusive))
+	require.Regexp(t, `^new-checkout advanced to 10% \(stage 2 of 3\)`, rows[0].Reason)
+	require.Equal(t, 10.0, posthogtest.Rollout(r.ph.Flag(42)))
+	require.Len(t, r.ph.Patches(), 2)
+	require.Equal(t, []string{"start 0%→1%", "advance 1%→10%", "advance 1%→10%"}, r.alerts.changes("new-checkout"))
+	require.Equal(t, "failed", r.alerts.rollouts("new-checkout")[1].Numbers.Rollout.Status)
+}

@@ -12,7 +12,18 @@ import (
 func DieMidChange(ctx context.Context, c *Controller, pass *analyze.Pass) error {
 	c.dieAfterCall = true
 	defer func() { c.dieAfterCall = false }()
-	err := c.ObservePass(ctx, pass)
+	return died(c.ObservePass(ctx, pass))
+}
+
+// DieBeforeCall runs c on pass as a replica that dies between recording the intent of
+// its change and calling the flag system.
+func DieBeforeCall(ctx context.Context, c *Controller, pass *analyze.Pass) error {
+	c.dieAtIntent = true
+	defer func() { c.dieAtIntent = false }()
+	return died(c.ObservePass(ctx, pass))
+}
+
+func died(err error) error {
 	if errors.Is(err, errDied) {
 		return nil
 	}

@@ -70,8 +70,9 @@ type Controller struct {
 	plans []*Plan
 	log   *chLog
 	// dieAfterCall makes act return right after the flag system took a change, before
-	// its outcome is recorded: a replica dying mid-change, for tests.
-	dieAfterCall bool
+	// its outcome is recorded; dieAtIntent right after the intent is recorded, before
+	// the flag system is called: a replica dying mid-change, for tests.
+	dieAfterCall, dieAtIntent bool
 }
 
 // New returns the controller of the monitors' plans.
@@ -219,7 +220,7 @@ func (c *Controller) act(ctx context.Context, pass *analyze.Pass, p *Plan, st *S
 		e.Status = statusOK
 	default:
 		why = c.callSystem(ctx, pass, p, st, d, &e)
-		if c.dieAfterCall {
+		if c.dieAfterCall || c.dieAtIntent {
 			return analyze.Row{}, errDied
 		}
 	}
@@ -250,7 +251,13 @@ func (c *Controller) callSystem(ctx context.Context, pass *analyze.Pass, p *Plan
 		intent.From, intent.To = p.Label(d.From), p.Label(to)
 		intent.Reason = sentence(p, &intent, d.Why, false)
 		intent.Numbers = numbersJSON(d)
-		return c.log.append(ctx, intent)
+		if err := c.log.append(ctx, intent); err != nil {
+			return err
+		}
+		if c.dieAtIntent {
+			return errDied
+		}
+		return nil
 	}
 	res := sys.apply(ctx, ch)
 	c.outcome(e, res)
@@ -270,6 +277,9 @@ func (c *Controller) outcome(e *Entry, res result) {
 	if res.status == statusOK {
 		e.ToStage = int64(res.to)
 	}
+	// The flag as the system returned it, the baseline of the next change; a pending
+	// entry's intended state does not carry over to its outcome.
+	e.FlagState = ""
 	if res.after != nil {
 		e.FlagState = res.after.json()
 	}
