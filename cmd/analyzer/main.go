@@ -3,6 +3,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"log/slog"
 	"net/http"
@@ -14,9 +15,19 @@ import (
 	"github.com/flagwatch/flagwatch/pipeline/cli"
 	"github.com/flagwatch/flagwatch/pipeline/config"
 	"github.com/flagwatch/flagwatch/pipeline/evaluate"
+	"github.com/flagwatch/flagwatch/pipeline/rollout"
 	"github.com/flagwatch/flagwatch/pipeline/store"
 	"github.com/flagwatch/flagwatch/pipeline/web"
 )
+
+// usage makes a rollout request that cannot be served as asked a usage error (exit 2).
+func usage(err error) error {
+	var ae *rollout.ArgError
+	if errors.As(err, &ae) {
+		return cli.Usagef("%s", ae)
+	}
+	return err
+}
 
 func main() {
 	var opts analyze.Options
@@ -31,6 +42,8 @@ func main() {
 			opts.Mount = func(mux *http.ServeMux, conn store.Conn, mons *config.Monitors) {
 				mux.Handle("/", web.Handler(web.Options{Conn: conn, Monitors: mons, Token: uiToken.Reveal(), Logger: log}))
 			}
+			opts.NewObservers = rollout.NewObservers(rollout.Options{Replica: opts.Replica, Logger: log,
+				Lookup: opts.Lookup, PublicURL: opts.PublicURL})
 			return analyze.Run(ctx, opts)
 		}
 	}
@@ -39,19 +52,21 @@ func main() {
 		uiToken = config.SecretVar(fs, "ui-token", "", "run: require this `token` (bearer, or basic-auth password) for the flag pages and their API")
 	}
 	var report web.ReportOptions
+	var ro rollout.CLI
 	cli.Main(&cli.Command{
 		Name:    "analyzer",
 		Summary: "turns flagwatch's ClickHouse data into decisions per flag, metric and segment, and alerts",
 		About: `Always-valid sequential tests, CUPED, SRM, guardrails, segment divergence, behaviour
 shift and staleness; results history in ClickHouse, new findings as alerts on the
-flag_alerts topic, and the monitor's rollback action on a guardrail breach.`,
+flag_alerts topic, the monitor's rollback action on a guardrail breach, and each flag's
+progressive rollout plan moved a stage at a time.`,
 		Commands: []*cli.Command{{
 			Name:    "run",
 			Summary: "passes on a cron schedule (default every 15 minutes), with /metrics and /healthz",
 			Flags:   flags, Run: pass(false),
 		}, {
 			Name:    "once",
-			Summary: "one pass: one JSON object per (flag, metric, segment, variant) on stdout; alerts emitted",
+			Summary: "one pass: one JSON object per (flag, metric, segment, variant) and per rollout plan on stdout; alerts emitted",
 			Flags:   flags, Run: pass(true),
 		}, {
 			Name:    "report",
@@ -76,6 +91,42 @@ Invalid input: one line on stderr naming the input's line and the field, exit 2.
 			Run: func(context.Context, *slog.Logger) error {
 				return cli.Exit(evaluate.Run(os.Stdin, os.Stdout, os.Stderr))
 			},
+		}, {
+			Name:    "rollout",
+			Summary: "the progressive rollout plans: where each flag is, and handing one back to flagwatch",
+			Commands: []*cli.Command{{
+				Name:    "status",
+				Summary: "each plan's stages, current stage, time in it, what it waits for, guardrails and last change",
+				About: `Reads the rollout log and the latest analysis pass from ClickHouse; changes nothing.
+With a flag key, only that flag's plan.`,
+				Usage: "analyzer rollout status [flags] [flag]",
+				Flags: func(fs *flag.FlagSet) { ro.RegisterFlags(fs, false) },
+				Args: func(args []string) error {
+					if len(args) > 1 {
+						return cli.Usagef("want at most one flag key, got %d arguments", len(args))
+					}
+					if len(args) == 1 {
+						ro.Flag = args[0]
+					}
+					return nil
+				},
+				Run: func(ctx context.Context, _ *slog.Logger) error { return usage(rollout.RunStatus(ctx, ro)) },
+			}, {
+				Name:    "resume",
+				Summary: "hand a stopped, rolled-back or completed rollout back to flagwatch",
+				About: `The next pass reads the flag as it is now (a person's change stands) and continues
+from the first stage at or above it. Recorded in the rollout log with who resumed it.`,
+				Usage: "analyzer rollout resume [flags] flag",
+				Flags: func(fs *flag.FlagSet) { ro.RegisterFlags(fs, true) },
+				Args: func(args []string) error {
+					if len(args) != 1 {
+						return cli.Usagef("want the key of the flag to resume")
+					}
+					ro.Flag = args[0]
+					return nil
+				},
+				Run: func(ctx context.Context, _ *slog.Logger) error { return usage(rollout.RunResume(ctx, ro)) },
+			}},
 		}},
 	})
 }

@@ -53,6 +53,22 @@ testdata/many_errors.yaml:18: flags[1]: unknown key "owner"`,
 		"bad_rollback.yaml": `testdata/bad_rollback.yaml:4: flags[0].rollback.webhook.url: want an http or https URL, got "hooks.example.com/flagwatch"
 testdata/bad_rollback.yaml:4: flags[0].rollback.webhook.secret_env: want the name of an environment variable, got "ROLLBACK-SECRET"
 testdata/bad_rollback.yaml:5: flags[0].rollback.posthog.flag_id: want PostHog's numeric flag id (> 0), got 0`,
+		// A plan's every mistake at once: stages, template names, what the merged plan of
+		// each flag lacks.
+		"bad_rollout.yaml": `testdata/bad_rollout.yaml:6: templates.ramp.rollout.stages[1].percent: stages must ramp up: 5% after 10% (line 5)
+testdata/bad_rollout.yaml:7: templates.ramp.rollout.stages[2].percent: must be in (0, 100], got 150
+testdata/bad_rollout.yaml:8: templates.ramp.rollout.stages[3]: takes percent or group, not both
+testdata/bad_rollout.yaml:9: templates.ramp.rollout.stages[4].group: name is required (it names the stage in messages: "internal users")
+testdata/bad_rollout.yaml:9: templates.ramp.rollout.stages[4].group.operator: unknown operator "equals" (want exact, is_not, icontains, not_icontains, regex, not_regex, gt, gte, lt, lte)
+testdata/bad_rollout.yaml:10: templates.ramp.rollout.stages[5]: needs percent (of all users) or group (a cohort or property condition)
+testdata/bad_rollout.yaml:11: templates.ramp.rollout.stages[6].fallback: must name an earlier stage (1 to 6), or 0 to turn the flag off, got 9
+testdata/bad_rollout.yaml:12: templates.bad.name: template name "bad.name": use letters, digits, - and _
+testdata/bad_rollout.yaml:15: flags[0].template: unknown template "rmap"
+testdata/bad_rollout.yaml:16: flags[1].rollout: needs posthog or webhook: the flag system flagwatch changes (template "ramp" gives the plan)
+testdata/bad_rollout.yaml:16: flags[1].rollout: needs at least one guardrail metric (a metric with guardrail:): flagwatch advances only while guardrails hold (template "ramp" gives the plan)
+testdata/bad_rollout.yaml:20: flags[2].split: names variant "false", the answer of users outside the rollout: give the flag variants (control, test) and let the plan ramp who gets them
+testdata/bad_rollout.yaml:24: flags[2].rollout.posthog: needs project_id, api_key_env
+testdata/bad_rollout.yaml:25: flags[2].rollout.stages: needs at least one stage (or leave stages out for the default ramp 1, 5, 10, 25, 50, 100%)`,
 	} {
 		t.Run(file, func(t *testing.T) {
 			m, err := Load(filepath.Join("testdata", file))

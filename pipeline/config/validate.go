@@ -13,7 +13,10 @@ import (
 // splitTolerance is how far a split's weights may sum from 1.
 const splitTolerance = 1e-6
 
-var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+var (
+	envName      = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	templateName = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+)
 
 // invalid records a validation error at path, on the line of path or its nearest
 // present ancestor, unless it would echo a decoding error (see quiet).
@@ -28,11 +31,13 @@ func (d *decoder) invalid(path, format string, args ...any) {
 func (d *decoder) validate(m *Monitors) {
 	d.checkDefaults(&m.Defaults)
 	d.checkMetrics(m.CoreMetrics, "core_metrics")
+	d.checkTemplates(m.Templates)
 	first := map[string]string{}
 	for i := range m.Flags {
 		path := fmt.Sprintf("flags[%d]", i)
 		f := &m.Flags[i]
 		d.checkFlag(f, path)
+		d.checkFlagTemplate(m, f, path)
 		if f.Key == "" {
 			continue
 		}
@@ -114,6 +119,30 @@ func (d *decoder) checkFlag(f *Flag, path string) {
 	if f.Rollback != nil {
 		d.checkRollback(f.Rollback, path+".rollback")
 	}
+	if f.Rollout != nil {
+		d.checkRolloutParts(f.Rollout, path+".rollout")
+	}
+}
+
+// checkFlagTemplate checks the flag's template: it must exist; then the plan the
+// template and the flag make together.
+func (d *decoder) checkFlagTemplate(m *Monitors, f *Flag, path string) {
+	if f.Template != "" {
+		if tpl, _ := m.template(f.Template); tpl == nil {
+			hint := ""
+			if best, ok := Closest(f.Template, m.Templates.names()); ok {
+				hint = fmt.Sprintf(" (did you mean %q?)", best)
+			} else if len(m.Templates) == 0 {
+				hint = " (the file has no templates:)"
+			}
+			d.invalid(path+".template", "unknown template %q%s", f.Template, hint)
+			return
+		}
+	}
+	if d.quiet(path+".rollout") || d.quiet(path+".template") {
+		return
+	}
+	d.checkPlan(m, f, path)
 }
 
 func (d *decoder) checkSplit(f *Flag, path string) {

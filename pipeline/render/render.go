@@ -115,7 +115,8 @@ func about(f alert.Finding) string {
 
 // title is a finding's status line: ":red_circle: guardrail breached · errors per user".
 func title(f alert.Finding) string {
-	s := Emoji(f.Decision) + " " + Words(f.Decision)
+	mark, words := markWords(f)
+	s := mark + " " + words
 	if a := about(f); a != "" {
 		s += " · " + a
 	}
@@ -206,6 +207,9 @@ func total(f alert.Finding) string {
 
 // numbers is the evidence of a finding, each part printed only when it exists.
 func numbers(f alert.Finding) []string {
+	if f.Decision == alert.Rollout {
+		return rolloutNumbers(f)
+	}
 	n := f.Numbers
 	var lines []string
 	if f.Decision != alert.SegmentDivergence && (hasInterval(n.CI) || n.Lift != 0) && f.Metric != "" {
@@ -271,7 +275,8 @@ func numbers(f alert.Finding) []string {
 
 // compact is a finding on one line: its status, what it is about, and its lift.
 func compact(f alert.Finding) string {
-	s := Emoji(f.Decision) + " *" + Words(f.Decision) + "*"
+	mark, words := markWords(f)
+	s := mark + " *" + words + "*"
 	if a := about(f); a != "" {
 		s += " · " + a
 	}
@@ -289,12 +294,18 @@ func compact(f alert.Finding) string {
 	return s
 }
 
-func rollbackLine(r *alert.Rollback) string {
+// rollbackLine is what the analyzer called: a rollback, or a rollout's flag change.
+func rollbackLine(a *alert.Alert) string {
+	r := a.Rollback
 	mark := ":white_check_mark:"
 	if r.Status != "ok" {
 		mark = ":x:"
 	}
-	s := fmt.Sprintf("*Rollback* (%s `%s`): %s %s", Escape(r.Action), Escape(r.Target), mark, Escape(r.Status))
+	label := "Rollback"
+	if a.Decision == alert.Rollout {
+		label = "Flag change"
+	}
+	s := fmt.Sprintf("*%s* (%s `%s`): %s %s", label, Escape(r.Action), Escape(r.Target), mark, Escape(r.Status))
 	if r.Detail != "" {
 		s += " · " + Escape(r.Detail)
 	}
@@ -321,8 +332,9 @@ func stamp(a *alert.Alert, o Options) string {
 func Opening(a *alert.Alert, o Options) slack.Message {
 	fs := Findings(a)
 	head := fs[0]
+	mark, words := markWords(head)
 	blocks := []slackapi.Block{
-		section("*" + Emoji(head.Decision) + " " + Escape(a.Flag) + " — " + Words(head.Decision) + "*\n" + summary(a.Flag, head)),
+		section("*" + mark + " " + Escape(a.Flag) + " — " + words + "*\n" + summary(a.Flag, head)),
 		section("*What to do:* " + Escape(Recommendation(a, fs))),
 	}
 	if lines := numbers(head); len(lines) > 0 {
@@ -341,7 +353,7 @@ func Opening(a *alert.Alert, o Options) slack.Message {
 		blocks = append(blocks, section(b.String()))
 	}
 	if a.Rollback != nil {
-		blocks = append(blocks, section(rollbackLine(a.Rollback)))
+		blocks = append(blocks, section(rollbackLine(a)))
 	}
 	blocks = append(blocks, contextBlock(footer(a, head, o)...))
 	return slack.Message{
@@ -454,7 +466,7 @@ func Reply(a *alert.Alert, u Update, o Options) slack.Message {
 		blocks = append(blocks, section(b.String()))
 	}
 	if a.Rollback != nil && len(u.New) > 0 {
-		blocks = append(blocks, section(rollbackLine(a.Rollback)))
+		blocks = append(blocks, section(rollbackLine(a)))
 	}
 	var ctx []string
 	if u := o.pageURL(a); u != "" {

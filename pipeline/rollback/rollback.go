@@ -1,6 +1,8 @@
 // Package rollback carries out a monitor's rollback actions when the analyzer finds a
 // guardrail breach or a certain loss (SPEC §4–§6): a signed generic webhook, and
-// disabling the flag through PostHog's feature-flag API.
+// disabling the flag through PostHog's feature-flag API. It is also the transport of
+// progressive rollout (pipeline/rollout): FlagAPI reads a PostHog flag and saves its
+// filters, and Webhook.Post sends any signed body.
 //
 // The decision that shapes it: an action never returns an error. It retries what is
 // worth retrying (network errors, 5xx, 429 honouring Retry-After) within a bounded

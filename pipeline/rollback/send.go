@@ -34,37 +34,45 @@ type result struct {
 	retryAfter time.Duration
 	detail     string
 	body       []byte // the response body, up to maxBody, on success
+	code       int    // the HTTP status, 0 without an answer
 }
 
 const (
-	maxBody   = 64 << 10 // response bytes read
-	maxDetail = 200      // response bytes quoted in a failure detail
+	maxBody   = 1 << 20 // response bytes read (a PostHog flag with its payloads fits)
+	maxDetail = 200     // response bytes quoted in a failure detail
 )
 
 // send calls build and sends its request until it succeeds, fails permanently, or the
 // policy gives up. On success it also returns the response body.
 func (s sender) send(ctx context.Context, flag string, build func(context.Context) (*http.Request, error)) (Outcome, []byte) {
+	out, body, _ := s.sendCode(ctx, flag, build)
+	return out, body
+}
+
+// sendCode is send that also returns the HTTP status of the last answer (0 when there
+// was none), for callers that treat one status apart (409 Conflict).
+func (s sender) sendCode(ctx context.Context, flag string, build func(context.Context) (*http.Request, error)) (Outcome, []byte, int) {
 	p := s.opts.Retry
 	start := s.opts.Now()
 	for attempt := 1; ; attempt++ {
 		res := s.try(ctx, build)
 		switch {
 		case res.ok:
-			return s.outcome(StatusOK, withAttempts(res.detail, attempt)), res.body
+			return s.outcome(StatusOK, withAttempts(res.detail, attempt)), res.body, res.code
 		case !res.retry:
-			return s.outcome(StatusFailed, withAttempts(res.detail, attempt)), nil
+			return s.outcome(StatusFailed, withAttempts(res.detail, attempt)), nil, res.code
 		case attempt >= p.Attempts:
-			return s.outcome(StatusFailed, fmt.Sprintf("%s; gave up after %s", res.detail, attempts(attempt))), nil
+			return s.outcome(StatusFailed, fmt.Sprintf("%s; gave up after %s", res.detail, attempts(attempt))), nil, res.code
 		}
 		wait := max(backoff(p, attempt), res.retryAfter)
 		if elapsed := s.opts.Now().Sub(start); elapsed+wait > p.Budget {
 			return s.outcome(StatusFailed, fmt.Sprintf("%s; gave up after %s: waiting %v more would exceed the %v budget",
-				res.detail, attempts(attempt), wait, p.Budget)), nil
+				res.detail, attempts(attempt), wait, p.Budget)), nil, res.code
 		}
-		s.opts.Logger.Warn("rollback attempt failed, will retry",
-			"action", s.action, "target", s.target, "flag", flag, "attempt", attempt, "wait", wait, "err", res.detail)
+		s.opts.Logger.Warn(s.action+" attempt failed, will retry",
+			"action", s.action, "target", s.target, "flag", flag, "attempt", attempt, "wait", wait.String(), "err", res.detail)
 		if err := s.opts.Sleep(ctx, wait); err != nil {
-			return s.outcome(StatusFailed, fmt.Sprintf("%s; stopped after %s: %v", res.detail, attempts(attempt), err)), nil
+			return s.outcome(StatusFailed, fmt.Sprintf("%s; stopped after %s: %v", res.detail, attempts(attempt), err)), nil, res.code
 		}
 	}
 }
@@ -88,7 +96,7 @@ func (s sender) try(ctx context.Context, build func(context.Context) (*http.Requ
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxBody))
-	res := result{detail: "HTTP " + resp.Status}
+	res := result{detail: "HTTP " + resp.Status, code: resp.StatusCode}
 	switch code := resp.StatusCode; {
 	case code >= 200 && code < 300:
 		res.ok, res.body = true, body
