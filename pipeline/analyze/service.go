@@ -63,7 +63,7 @@ type Options struct {
 	// Observers see every pass (see Analyzer.Observers); NewObservers, when set, builds
 	// more of them once ClickHouse and Kafka are connected.
 	Observers    []PassObserver
-	NewObservers func(conn store.Conn, emit Emitter, mons *config.Monitors) ([]PassObserver, error)
+	NewObservers func(conn store.Conn, claims claim.Store, emit Emitter, mons *config.Monitors) ([]PassObserver, error)
 }
 
 // RegisterFlags binds the options to flags (also read from FLAGWATCH_* variables).
@@ -158,7 +158,7 @@ func Run(ctx context.Context, o Options) error {
 		RecomputeAll: o.RecomputeAll, RebuildEvery: o.RebuildEvery, PublicURL: o.PublicURL, Observers: o.Observers,
 		Claims: claims}
 	if o.NewObservers != nil {
-		obs, err := o.NewObservers(conn, a.Emitter, mons)
+		obs, err := o.NewObservers(conn, claims, a.Emitter, mons)
 		if err != nil {
 			return err
 		}

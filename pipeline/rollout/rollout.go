@@ -96,19 +96,15 @@ func New(o Options) *Controller {
 }
 
 // NewObservers is analyze.Options.NewObservers for the monitors' plans: no observer when
-// no flag has a plan. Without o.Claims it opens the claims of conn's ClickHouse (a
-// ZooKeeper session on a cluster, kept for the life of the process).
-func NewObservers(o Options) func(conn store.Conn, emit analyze.Emitter, mons *config.Monitors) ([]analyze.PassObserver, error) {
-	return func(conn store.Conn, emit analyze.Emitter, mons *config.Monitors) ([]analyze.PassObserver, error) {
+// no flag has a plan. The controller claims its changes in the analyzer's claims (unless
+// o.Claims names others).
+func NewObservers(o Options) func(conn store.Conn, claims claim.Store, emit analyze.Emitter, mons *config.Monitors) ([]analyze.PassObserver, error) {
+	return func(conn store.Conn, claims claim.Store, emit analyze.Emitter, mons *config.Monitors) ([]analyze.PassObserver, error) {
 		o.Conn, o.Emitter, o.Monitors = conn, emit, mons
 		if len(Plans(mons)) == 0 {
 			return nil, nil
 		}
 		if o.Claims == nil {
-			claims, _, err := claim.Open(conn, o.Logger)
-			if err != nil {
-				return nil, fmt.Errorf("rollout claims: %w", err)
-			}
 			o.Claims = claims
 		}
 		return []analyze.PassObserver{New(o)}, nil
