@@ -30,6 +30,7 @@ test: deps ## vet, check formatting and compose, and run every test on ClickHous
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
 	docker-compose -f deploy/compose/docker-compose.yml config -q
+	docker-compose -f deploy/compose-cluster/docker-compose.yml config -q
 	GO="$(GO)" GO_TEST_FLAGS="$(TEST_FLAGS)" scripts/test.sh
 
 .PHONY: lint
