@@ -174,13 +174,12 @@ type flakySink struct {
 	fails atomic.Int32
 }
 
-func (f *flakySink) Write(ctx context.Context, evs []event.Event) (int, int, error) {
+func (f *flakySink) WriteBatch(ctx context.Context, b store.RawBatch) (int, int, error) {
 	if f.fails.Add(-1) >= 0 {
-		half := evs[:len(evs)/2]
-		_, _, _ = f.w.Write(ctx, half) // part of the batch lands
+		_, _, _ = f.w.Write(ctx, b.Events[:len(b.Events)/2]) // part of the batch lands
 		return 0, 0, errors.New("injected: connection reset mid-batch")
 	}
-	return f.w.Write(ctx, evs)
+	return f.w.WriteBatch(ctx, b)
 }
 
 func TestBatchFailingMidwayThenSucceeding(t *testing.T) {
