@@ -30,6 +30,9 @@ type message struct {
 	rec      *kgo.Record
 	part     topicPartition
 	from, to int32
+	// refused: ClickHouse refused it and it was dead-lettered; a batch stored again
+	// leaves it out.
+	refused bool
 }
 
 func (c *consumer) newBatch() *batch {

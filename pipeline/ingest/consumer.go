@@ -44,6 +44,9 @@ type consumer struct {
 	dlqSeen map[string]bool // reasons logged once
 	// fatal is an error a rebalance callback met that stops the service.
 	fatal error
+	// closed: the loop ended; what it did not commit is left to be re-read, and the
+	// revoke of the client's close has nothing to hand over.
+	closed bool
 }
 
 type topicPartition struct {
@@ -55,10 +58,10 @@ func (c *consumer) loop(ctx context.Context, target map[string]map[int32]int64) 
 	if target != nil {
 		c.polled = map[topicPartition]int64{}
 	}
-	c.cur = c.newBatch()
 	defer func() {
 		c.mu.Lock()
 		c.abandonFlights()
+		c.closed = true
 		c.mu.Unlock()
 	}()
 	for {

@@ -4,6 +4,7 @@ import (
 	"hash/maphash"
 	"slices"
 
+	"github.com/flagwatch/flagwatch/pipeline/event"
 	"github.com/flagwatch/flagwatch/pipeline/store"
 )
 
@@ -72,7 +73,28 @@ func newDedup(limit int, m *metrics) *dedup {
 }
 
 // allRows is the batch's rows with every exposure.
-func allRows(b *batch) store.RawBatch { return store.AllOf(b.evs) }
+func allRows(b *batch) store.RawBatch { return rowsOf(b, 0, len(b.msgs)) }
+
+// rowsOf is the rows of msgs[lo:hi] with every exposure, less the messages refused.
+func rowsOf(b *batch, lo, hi int) store.RawBatch {
+	if lo >= hi {
+		return store.RawBatch{}
+	}
+	refused := false
+	for _, m := range b.msgs[lo:hi] {
+		refused = refused || m.refused
+	}
+	if !refused {
+		return store.AllOf(b.evs[b.msgs[lo].from:b.msgs[hi-1].to])
+	}
+	var evs []event.Event
+	for _, m := range b.msgs[lo:hi] {
+		if !m.refused {
+			evs = append(evs, b.evs[m.from:m.to]...)
+		}
+	}
+	return store.AllOf(evs)
+}
 
 // choose sets b.rows: every event, the exposures that can change the assignment state,
 // and every flag's first and last exposure.

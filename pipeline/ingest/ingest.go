@@ -214,6 +214,7 @@ func Run(ctx context.Context, o Options) error {
 
 	c := &consumer{o: o, log: log, m: m, health: health, dlqSeen: map[string]bool{},
 		dedup: newDedup(o.ExposureCache, m)}
+	c.cur = c.newBatch()
 	c.budget.peak = o.peak
 	cl, err := c.connectKafka(ctx, wait)
 	if err != nil {
@@ -227,6 +228,9 @@ func Run(ctx context.Context, o Options) error {
 		health.Waiting(store.HealthComponent, "connecting to "+store.Redact(o.ClickHouseDSN))
 		conn, err := store.Open(ctx, o.ClickHouseDSN, store.WithLogger(log), store.WithHealth(health), store.WithMaxWait(wait))
 		if err != nil {
+			if wait > 0 && ctx.Err() == nil && store.Classify(err) == store.Transient {
+				return fmt.Errorf("ClickHouse not reachable within %s (-startup-wait): %w", wait, err)
+			}
 			return fmt.Errorf("connect to ClickHouse: %w", err)
 		}
 		defer conn.Close()

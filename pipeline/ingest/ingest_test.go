@@ -124,7 +124,7 @@ func TestReplayTwiceExactCountsAndPoison(t *testing.T) {
 	}
 }
 
-// counterSum adds up a counter family's values over its labels.
+// counterSum adds up a counter family's values over its labels (0 when it has none).
 func counterSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
@@ -138,8 +138,7 @@ func counterSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
 			return sum
 		}
 	}
-	t.Fatalf("metric %s not registered", name)
-	return 0
+	return 0 // a vector with no series yet
 }
 
 func header(r *kgo.Record, k string) string {

@@ -30,6 +30,9 @@ func (c *consumer) onAssigned(_ context.Context, _ *kgo.Client, assigned map[str
 func (c *consumer) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.closed || c.sink == nil {
+		return
+	}
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	if err := c.storeAll(fctx); err != nil {

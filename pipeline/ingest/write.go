@@ -48,7 +48,14 @@ func (c *consumer) store(ctx context.Context, b *batch) (dead int, err error) {
 	if len(b.evs) == 0 {
 		return 0, nil
 	}
-	err = c.write(ctx, b.rows)
+	rows := b.rows
+	for _, m := range b.msgs {
+		if m.refused { // stored again after a bisection: without what was refused
+			rows = allRows(b)
+			break
+		}
+	}
+	err = c.write(ctx, rows)
 	if err == nil {
 		return 0, nil
 	}
@@ -65,17 +72,24 @@ func (c *consumer) store(ctx context.Context, b *batch) (dead int, err error) {
 // every exposure: the cache's choice assumed the whole batch would land.
 func (c *consumer) bisect(ctx context.Context, b *batch, lo, hi int, cause error) (dead int, err error) {
 	if hi-lo == 1 {
-		m := b.msgs[lo]
+		m := &b.msgs[lo]
+		if m.refused {
+			return 0, nil
+		}
 		rec := c.deadLetter(m.rec, &event.Error{Reason: ReasonRejected, Detail: cause.Error()})
 		if err := c.produceDLQ(ctx, rec); err != nil {
 			return dead, err
 		}
+		m.refused = true
 		return 1, nil
 	}
 	mid := (lo + hi) / 2
 	for _, h := range [][2]int{{lo, mid}, {mid, hi}} {
-		evs := b.evs[b.msgs[h[0]].from:b.msgs[h[1]-1].to]
-		err := c.write(ctx, store.AllOf(evs))
+		rows := rowsOf(b, h[0], h[1])
+		if len(rows.Events) == 0 {
+			continue
+		}
+		err := c.write(ctx, rows)
 		if err == nil {
 			continue
 		}
