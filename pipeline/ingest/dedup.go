@@ -14,10 +14,12 @@ import (
 // (flag, user, variant): the assignment state keeps the first time, its variant and its
 // segments (argMin over time) and whether two variants were seen. So an exposure can
 // change that state only when its (flag, user, variant) was not stored before, or only
-// later than it. Ingest writes exactly those, and skips an exposure only when a strictly
-// earlier one of the same (flag, user, variant) was written by this process for the same
-// partition, in a batch committed no later than this one (batches commit in order).
-// Ties are written, so every row at the earliest time lands, as without the cache.
+// later than it. Ingest writes exactly those, and skips an exposure only when one of the
+// same (flag, user, variant) no later than it was written by this process for the same
+// partition, in a batch committed no later than this one (batches commit in order). Of
+// several exposures at the same first millisecond ClickHouse's argMin keeps any one
+// (with or without the cache, which one depends on how parts merge); the cache writes
+// the first it meets, one of them.
 //
 // The cache is per partition — a partition owns its users (records are keyed by
 // distinct_id) — and starts empty when a partition is assigned (at start, after a
@@ -166,13 +168,13 @@ func (d *dedup) choose(b *batch) {
 	d.m.cacheEntries.Set(float64(d.size))
 }
 
-// seenBefore reports whether p was written for the user strictly before ts; otherwise
-// it records ts as p's earliest written exposure (the caller writes it).
+// seenBefore reports whether p was written for the user at or before ts; otherwise it
+// records ts as p's earliest written exposure (the caller writes it).
 func (u *userEntry) seenBefore(p uint32, ts int64, size *int) bool {
 	u.used = true
 	j, found := slices.BinarySearch(u.pairs, p)
 	if found {
-		if u.ts[j] < ts {
+		if u.ts[j] <= ts {
 			return true
 		}
 		u.ts[j] = ts
