@@ -45,7 +45,11 @@ type FlagActivity struct {
 
 // RawBatch is one batch for Write: the events, the exposures among them to store as
 // rows, and the first and last exposure of every flag among all of them (stored rows or
-// not). Ingest stores only the exposures that can change a (flag, user)'s assignment
+// not). An exposure row carries the event's properties only when it is the event's own
+// exposure ($feature_flag_called, an OpenFeature evaluation); one read from a
+// $feature/<key> property carries its segments and an empty properties, since with 50
+// active flags an event's properties would be stored 50 times over — they are in events
+// under the same uuid. Ingest stores only the exposures that can change a (flag, user)'s assignment
 // state, so the last exposure of a flag — whether it went stale — comes from Activity,
 // one row per flag per batch, rather than from the rows.
 type RawBatch struct {
@@ -180,16 +184,20 @@ func (w *Writer) WriteBatch(ctx context.Context, b RawBatch) (events, exposures 
 						segOf, seg = r.Event, event.SegmentProps(e.Properties)
 					}
 					x := &e.Exposures[r.Exposure]
+					props := ""
+					if r.Exposure == 0 && (e.Name == event.ExposureEvent || e.Name == event.EvaluationEvent) {
+						props = e.Properties
+					}
 					c.uuids = append(c.uuids, e.UUID)
 					c.flags = append(c.flags, x.Flag)
 					c.vars = append(c.vars, x.Variant)
 					c.users = append(c.users, e.DistinctID)
 					c.ts = append(c.ts, e.TsMs)
 					c.secs = append(c.secs, unixSeconds(e.TsMs))
-					c.props = append(c.props, e.Properties)
+					c.props = append(c.props, props)
 					c.sources = append(c.sources, e.Source)
 					c.segs = append(c.segs, seg)
-					c.bytes += len(e.Properties) + len(seg) + len(e.DistinctID)
+					c.bytes += len(props) + len(seg) + len(e.DistinctID)
 				}
 				if len(c.uuids) == 0 {
 					return nil
