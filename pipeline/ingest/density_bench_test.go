@@ -26,12 +26,12 @@ import (
 )
 
 const (
-	envDensityUsers = "FLAGWATCH_BENCH_DENSITY_USERS" // users in the density sweep's stream (default 60,000)
+	envDensityUsers = "FLAGWATCH_BENCH_DENSITY_USERS" // users in the density sweep's stream (default 20,000: ~580k events)
 	envDensities    = "FLAGWATCH_BENCH_DENSITIES"     // active flags per event, comma-separated (default 1,4,20,50)
 )
 
 // BenchmarkIngestFlagDensity is issue 13's flag-density sweep (-benchtime 1x): the same
-// events — a seeded synthetic stream of 60,000 users over 14 days — with 1, 4, 20 and 50
+// events — a seeded synthetic stream of 20,000 users over 14 days (~580k events) — with 1, 4, 20 and 50
 // active flags per event, each flag as posthog-js sends it, a $feature/<key> property on
 // every event. For each density, on its own topic, it runs cmd/ingest as a subprocess
 // into a fresh database (--exit-when-caught-up, timed from exec to exit, peak RSS from
@@ -44,7 +44,7 @@ func BenchmarkIngestFlagDensity(b *testing.B) {
 	if testing.Short() {
 		b.Skip("heavy end-to-end benchmark; run without -short")
 	}
-	users := envInt(b, envDensityUsers, 60_000)
+	users := envInt(b, envDensityUsers, 20_000)
 	densities := []int{1, 4, 20, 50}
 	if s := os.Getenv(envDensities); s != "" {
 		densities = nil

@@ -292,6 +292,9 @@ func (z zeroOff[T]) String() string {
 	}
 	v := max(*z.p, 0)
 	if d, ok := any(v).(time.Duration); ok {
+		if day := 24 * time.Hour; d > 0 && d%day == 0 {
+			return strconv.FormatInt(int64(d/day), 10) + "d"
+		}
 		return d.String()
 	}
 	return strconv.Itoa(int(v))
@@ -350,9 +353,9 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.BatchInterval, "batch-interval", o.BatchInterval, "flush a partial batch after this long")
 	fs.IntVar(&o.MaxMessageBytes, "max-message-bytes", o.MaxMessageBytes, "larger messages go to the dead-letter topic")
 	fs.Var(zeroOff[time.Duration]{&o.MaxEventAge}, "max-event-age",
-		"events older than this go to the dead-letter topic as too_old (e.g. 730d; 0: no limit)")
+		"events older than this `duration` go to the dead-letter topic as too_old (Go durations or days, 730d; 0: no limit)")
 	fs.Var(zeroOff[int]{&o.ExposureCache}, "exposure-cache",
-		"(flag, user, variant) entries remembered to skip exposures that change nothing (0: off, every exposure is written)")
+		"how many (flag, user, variant) `entries` to remember, to skip exposures that change nothing (0: off, every exposure is written)")
 	fs.BoolVar(&o.ExitWhenCaughtUp, "exit-when-caught-up", false, "consume to the end offsets seen at start, flush, commit and exit 0")
 	fs.DurationVar(&o.StartupWait, "startup-wait", o.StartupWait, "with -exit-when-caught-up: give up when Kafka or ClickHouse is still unreachable after this long")
 	fs.DurationVar(&o.UnhealthyAfter, "unhealthy-after", o.UnhealthyAfter, "/healthz reports unhealthy once inserts or fetches have failed for this long")
