@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,7 @@ import (
 	"github.com/flagwatch/flagwatch/pipeline/broker/brokertest"
 	"github.com/flagwatch/flagwatch/pipeline/event"
 	"github.com/flagwatch/flagwatch/pipeline/ingest"
+	"github.com/flagwatch/flagwatch/pipeline/ops"
 	"github.com/flagwatch/flagwatch/pipeline/store"
 	"github.com/flagwatch/flagwatch/pipeline/store/chtest"
 )
@@ -209,9 +211,10 @@ func TestClickHouseStoppedAndRestarted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	done := make(chan error, 1)
+	health := &ops.Health{}
 	go func() {
 		done <- ingest.Run(ctx, ingest.Options{Brokers: kc.Addrs(), ClickHouseDSN: dsn, Logger: quiet,
-			BatchSize: 500, BatchInterval: 50 * time.Millisecond})
+			BatchSize: 500, BatchInterval: 50 * time.Millisecond, Health: health, UnhealthyAfter: time.Hour})
 	}()
 	require.Eventually(t, func() bool {
 		var n uint64
@@ -221,7 +224,13 @@ func TestClickHouseStoppedAndRestarted(t *testing.T) {
 	srv.Halt()
 	// Events keep arriving while the store is down.
 	brokertest.Produce(t, cl, broker.EventsTopic, stream(4000, "b")...)
-	time.Sleep(2 * time.Second)
+	// /healthz says the inserts are being retried (within the grace: still healthy).
+	var status []string
+	require.Eventually(t, func() bool {
+		status = health.Status()
+		return slices.ContainsFunc(status, func(l string) bool { return strings.HasPrefix(l, "clickhouse: retrying") })
+	}, time.Minute, 20*time.Millisecond, "%q", status)
+	require.NoError(t, health.Check())
 	srv.Resume()
 
 	require.Eventually(t, func() bool {
