@@ -26,7 +26,7 @@ import (
 // then: $multiple users), besides the exposure events themselves.
 func denseStream(t *testing.T) []synth.Record {
 	t.Helper()
-	cfg := synth.Config{Seed: 13, Users: 400, Days: 6, FeatureProps: true,
+	cfg := synth.Config{Seed: 13, Users: 300, Days: 6, FeatureProps: true,
 		Start: time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)}
 	for i := range 20 {
 		f := synth.Flag{Key: fmt.Sprintf("flag-%02d", i), LaunchDay: i % 3}

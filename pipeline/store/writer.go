@@ -215,13 +215,30 @@ func (w *Writer) WriteBatch(ctx context.Context, b RawBatch) (events, exposures 
 	return len(evs), len(b.Exposures), nil
 }
 
+// activityChunk bounds the flag keys' bytes in one flag_activity statement, well under
+// ClickHouse's max_query_size (256 KiB): a client sending thousands of made-up flag keys
+// must not make the statement one the server refuses.
+const activityChunk = 64 << 10
+
 // insertActivity adds a batch's first and last exposure per flag to flag_activity: a
 // few rows per batch, built from literals (the aggregate states cannot be appended
 // through a batch).
 func (w *Writer) insertActivity(ctx context.Context, act []FlagActivity) error {
-	if len(act) == 0 {
-		return nil
+	for len(act) > 0 {
+		n, size := 0, 0
+		for n < len(act) && (n == 0 || size+len(act[n].Flag) < activityChunk) {
+			size += len(act[n].Flag) + 48
+			n++
+		}
+		if err := w.insertActivityChunk(ctx, act[:n]); err != nil {
+			return err
+		}
+		act = act[n:]
 	}
+	return nil
+}
+
+func (w *Writer) insertActivityChunk(ctx context.Context, act []FlagActivity) error {
 	flags := make([]string, len(act))
 	var first, last strings.Builder
 	for i, a := range act {
