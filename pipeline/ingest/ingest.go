@@ -140,7 +140,7 @@ func (o *Options) Defaults() {
 		o.MaxMessageBytes = 1 << 20
 	}
 	if o.BatchBytes <= 0 {
-		o.BatchBytes = 64 << 20
+		o.BatchBytes = 32 << 20
 	}
 	if o.InFlightBytes <= 0 {
 		o.InFlightBytes = 2 * o.BatchBytes
