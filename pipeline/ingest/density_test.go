@@ -53,6 +53,7 @@ func denseStream(t *testing.T) []synth.Record {
 type knowledge struct {
 	assignments map[string]assignment // by "flag uh"
 	activity    []string
+	perDay      []string // users by flag, day of first exposure and variant, as the flag page reads them
 	events      uint64
 	exposureRow uint64
 }
@@ -119,6 +120,18 @@ func know(t *testing.T, conn store.Conn, reference bool) knowledge {
 	}
 	require.NoError(t, rows.Err())
 	rows.Close()
+	rows, err = conn.Query(ctx, `SELECT concat(flag, ' ', toString(d), ' ', v, ' ', toString(count())) FROM (
+		SELECT flag, intDiv(min(ts_ms), 86400000) AS d, if(uniqExact(variant) > 1, '$multiple', argMin(variant, ts_ms)) AS v
+		FROM exposures GROUP BY flag, distinct_id
+	) AS a GROUP BY flag, d, v ORDER BY flag, d, v`)
+	require.NoError(t, err)
+	for rows.Next() {
+		var s string
+		require.NoError(t, rows.Scan(&s))
+		k.perDay = append(k.perDay, s)
+	}
+	require.NoError(t, rows.Err())
+	rows.Close()
 	require.NoError(t, conn.QueryRow(ctx, "SELECT uniqExact(uuid) FROM events").Scan(&k.events))
 	require.NoError(t, conn.QueryRow(ctx, "SELECT count() FROM exposures").Scan(&k.exposureRow))
 	return k
@@ -134,7 +147,8 @@ func toKafka(recs []synth.Record) []*kgo.Record {
 
 // #13's property: with the exposure cache, ingest writes a fraction of the exposure rows
 // at 20 flags per event, and what the pipeline knows — the assignment state, the
-// segments, each flag's first and last exposure — is exactly what writing every exposure
+// segments, each flag's first and last exposure, the users per day of first exposure and
+// variant that a flag's page shows — is exactly what writing every exposure
 // gives, whatever the delivery: in order, shuffled within a day, replayed, a crash and a
 // restart mid-stream, two consumers with a rebalance, and a cache so small it evicts
 // all the time.
@@ -187,6 +201,7 @@ func TestDenseFlagsCacheChangesNothingDownstream(t *testing.T) {
 		t.Helper()
 		require.Equal(t, want.events, got.events)
 		require.Equal(t, want.activity, got.activity, "first and last exposure per flag")
+		require.Equal(t, want.perDay, got.perDay, "users per day of first exposure and variant")
 		require.Equal(t, len(want.assignments), len(got.assignments), "(flag, user) pairs")
 		for k, w := range want.assignments {
 			g, ok := got.assignments[k]
