@@ -24,6 +24,7 @@ package event
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -282,8 +283,9 @@ func decodePostHog(s *shape, raw []byte, recordTime time.Time, source string) (E
 		if err != nil {
 			return Event{}, err
 		}
+		own := ev.Exposures // the exposure event's own flag, if any; exps are distinct
 		for _, x := range exps {
-			if !hasFlag(ev.Exposures, x.Flag) {
+			if !hasFlag(own, x.Flag) {
 				ev.Exposures = append(ev.Exposures, x)
 			}
 		}
@@ -323,11 +325,7 @@ func featureProps(raw json.RawMessage) ([]Exposure, *Error) {
 }
 
 func sortExposures(xs []Exposure) {
-	for i := 1; i < len(xs); i++ {
-		for j := i; j > 0 && xs[j].Flag < xs[j-1].Flag; j-- {
-			xs[j], xs[j-1] = xs[j-1], xs[j]
-		}
-	}
+	slices.SortFunc(xs, func(a, b Exposure) int { return strings.Compare(a.Flag, b.Flag) })
 }
 
 // decodeEnvelope unwraps PostHog's captured envelope: the event is a JSON string in data,

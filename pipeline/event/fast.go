@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"math/bits"
+	"slices"
 	"time"
 	"unicode/utf8"
 )
@@ -302,7 +303,8 @@ func foldsToAny(key []byte, keys []string) bool {
 // fastProps are the properties the fast path reads, as spans of the message.
 type fastProps struct {
 	distinctID, distinctID2, flag, response, ignoreSentAt span
-	features                                              []featureSpan // $feature/<key> properties
+	features                                              []featureSpan   // $feature/<key> properties
+	buf                                                   [64]featureSpan // features' first backing array: 20–50 flags per event are usual
 }
 
 type featureSpan struct {
@@ -437,7 +439,14 @@ func fastPostHog(raw []byte, recordTime time.Time) (Event, bool) {
 		}
 	}
 	if len(p.features) > 0 { // filled only while reading props
-		var exps []Exposure
+		// In key order; a key twice is declined (the general path's map keeps the last).
+		slices.SortFunc(p.features, func(a, b featureSpan) int { return bytes.Compare(a.key, b.key) })
+		for i := 1; i < len(p.features); i++ {
+			if bytes.Equal(p.features[i].key, p.features[i-1].key) {
+				return Event{}, false
+			}
+		}
+		exps := make([]Exposure, 0, len(p.features))
 		for _, f := range p.features {
 			v, ok := fastVariant(raw, f.value)
 			if !ok {
@@ -447,10 +456,16 @@ func fastPostHog(raw []byte, recordTime time.Time) (Event, bool) {
 				exps = append(exps, Exposure{Flag: string(f.key), Variant: v})
 			}
 		}
-		sortExposures(exps)
-		for _, x := range exps {
-			if !hasFlag(ev.Exposures, x.Flag) {
-				ev.Exposures = append(ev.Exposures, x)
+		if len(ev.Exposures) == 0 {
+			if len(exps) > 0 {
+				ev.Exposures = exps
+			}
+		} else {
+			own := ev.Exposures // the exposure event's own flag; exps are distinct
+			for _, x := range exps {
+				if !hasFlag(own, x.Flag) {
+					ev.Exposures = append(ev.Exposures, x)
+				}
 			}
 		}
 	}
@@ -508,10 +523,8 @@ func (s *fastScanner) properties(p *fastProps) bool {
 		if dst != nil {
 			*dst = span{start, s.i, true}
 		} else if flag, ok := bytes.CutPrefix(key, []byte("$feature/")); ok {
-			for _, f := range p.features {
-				if bytes.Equal(f.key, flag) {
-					return false // duplicate: the general path's map keeps the last
-				}
+			if p.features == nil {
+				p.features = p.buf[:0]
 			}
 			p.features = append(p.features, featureSpan{key: flag, value: span{start, s.i, true}})
 		}

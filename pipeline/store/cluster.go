@@ -179,7 +179,7 @@ func openCluster(ctx context.Context, base *native, opts *clickhouse.Options, na
 var (
 	createTableRE = regexp.MustCompile(`(?s)^CREATE TABLE IF NOT EXISTS (\w+) (.*?)ENGINE = (\w+)(\([^)]*\))?(.*)$`)
 	createViewRE  = regexp.MustCompile(`^CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+) TO (\w+)`)
-	alterAddRE    = regexp.MustCompile(`^ALTER TABLE (\w+) ADD COLUMN`)
+	alterAddRE    = regexp.MustCompile(`^ALTER TABLE (\w+) (?:ADD|MODIFY) COLUMN`)
 	insertRE      = regexp.MustCompile(`^INSERT INTO (\w+)`)
 	dropRE        = regexp.MustCompile(`^DROP TABLE IF EXISTS (\w+)$`)
 )
