@@ -235,6 +235,7 @@ func TestBadMonitorsFileExitsTwoWithEveryError(t *testing.T) {
 // The password from FLAGWATCH_CLICKHOUSE_PASSWORD_FILE reaches the server (which refuses
 // it: the test server's default user has none) and appears in no log line.
 func TestClickHousePasswordFileIsUsedAndNeverLogged(t *testing.T) {
+	chtest.ServerOnly(t, "passwords are a server's; the embedded engine refuses one")
 	dsn, _ := chtest.DB(t)
 	const password = "hunter2-not-the-password"
 	file := filepath.Join(t.TempDir(), "password")

@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -40,7 +41,8 @@ func (c *consumer) connectKafka(ctx context.Context, wait time.Duration) (*kgo.C
 		return nil, fmt.Errorf("kafka at %s not reachable: %w", brokers, err)
 	}
 	c.health.Report(componentKafka, nil)
-	if err := broker.EnsureTopics(ctx, cl, 1, c.o.DLQTopic); err != nil {
+	maxBytes := strconv.Itoa(int(dlqMaxBytes(c.o)))
+	if err := broker.EnsureTopicsWithConfig(ctx, cl, 1, map[string]*string{"max.message.bytes": &maxBytes}, c.o.DLQTopic); err != nil {
 		c.log.Warn("could not ensure DLQ topic; relying on auto-creation", "topic", c.o.DLQTopic, "err", err)
 	}
 	return cl, nil

@@ -276,11 +276,17 @@ func (c *consumer) kafkaOpts() []kgo.Opt {
 		kgo.FetchMaxBytes(8 << 20),
 		kgo.FetchMaxPartitionBytes(2 << 20),
 		kgo.ProducerBatchCompression(kgo.NoCompression()),
-		// A dead-lettered message can be as large as the largest message accepted, plus
-		// its headers.
-		kgo.ProducerBatchMaxBytes(int32(max(o.MaxMessageBytes, 1<<20) + 64<<10)),
+		// A dead-lettered message can be as large as the largest message on the topic
+		// (too_large ones included), plus its headers.
+		kgo.ProducerBatchMaxBytes(dlqMaxBytes(o)),
 	}
 	return append(opts, o.KafkaOpts...)
+}
+
+// dlqMaxBytes is the largest dead letter: a message refused as too large is copied
+// whole, and topics are often configured above Kafka's 1 MB default.
+func dlqMaxBytes(o Options) int32 {
+	return int32(max(o.MaxMessageBytes, 8<<20) + 64<<10)
 }
 
 // zeroOff is a flag whose 0 turns a feature off: it stores -1 (Options' "off") for 0.

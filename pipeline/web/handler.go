@@ -475,6 +475,7 @@ var CSVHeader = []string{"pass_time", "pass_id", "flag", "metric", "segment_prop
 // the analyzer computed). A cell that a spreadsheet would run as a formula is prefixed
 // with an apostrophe (segment values come from events).
 func WriteCSV(w io.Writer, rows []Result) error {
+	// One line per result row of the pass, as `analyzer once` prints them.
 	cw := csv.NewWriter(w)
 	if err := cw.Write(CSVHeader); err != nil {
 		return err
@@ -487,6 +488,9 @@ func WriteCSV(w io.Writer, rows []Result) error {
 		return "0"
 	}
 	for _, x := range rows {
+		if x.SegmentProperty == ExposureDay {
+			continue // the behaviour-shift chart's series, not a result of the pass
+		}
 		rec := []string{x.PassTime.UTC().Format(time.RFC3339), x.PassID, cell(x.Flag), cell(x.Metric), cell(x.SegmentProperty),
 			cell(x.SegmentValue), cell(x.Variant), strconv.FormatInt(x.N, 10), strconv.FormatInt(x.ControlN, 10),
 			f(x.Mean), f(x.ControlMean), f(x.Lift), f(x.SE), f(x.CILow), f(x.CIHigh), f(x.P), f(x.ChanceToWin),
