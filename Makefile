@@ -33,6 +33,11 @@ test: deps ## vet, check formatting and compose, and run every test on ClickHous
 	docker-compose -f deploy/compose-cluster/docker-compose.yml config -q
 	GO="$(GO)" GO_TEST_FLAGS="$(TEST_FLAGS)" scripts/test.sh
 
+.PHONY: test-cluster
+test-cluster: deps ## the cluster tests alone: ZooKeeper and 2 shards × 2 replicas of ClickHouse 18.16 on this machine
+	@scripts/cluster.sh install
+	scripts/with-clickhouse.sh $(GO) test $(TEST_FLAGS) -run 'Cluster|ZooKeeper|ReplicaKills' ./pipeline/...
+
 .PHONY: lint
 lint: ## gofmt, go vet, go mod tidy check
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))"
