@@ -52,8 +52,10 @@ bench-go: ## in-process Go benchmarks (statistics, decoding, capture handler)
 	$(GO) test -run '^$$' -bench . -benchmem ./pipeline/stats/ ./pipeline/event/ ./pipeline/capture/
 
 .PHONY: bench-ingest
-bench-ingest: deps ## ingest (with and without the join) vs ClickHouse's Kafka engine on the same topic; the flag-density sweep (1, 4, 20, 50 flags per event)
+bench-ingest: deps ## ingest (with and without the join) vs ClickHouse's Kafka engine on the same topic; the flag-density sweep (1, 4, 20, 50 flags per event); one node vs two shards
 	$(GO) test -run '^$$' -bench BenchmarkIngest -benchtime 1x -timeout 60m -v ./pipeline/ingest/
+	@scripts/cluster.sh install
+	$(GO) test -run '^$$' -bench BenchmarkIngestOneNodeVsTwoShards -benchtime 1x -timeout 30m -v ./pipeline/clustertest/
 
 .PHONY: bench-analyzer
 bench-analyzer: deps ## analyzer passes (incremental, from scratch, rebuild) vs one plain scan, on ClickHouse 18.16 and on the embedded 26
