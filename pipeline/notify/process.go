@@ -197,7 +197,7 @@ func (p *processor) ensure(ctx context.Context, op, holder string, need time.Dur
 // waitFor waits until op is in the log or its holder's claim has expired.
 func (p *processor) waitFor(ctx context.Context, op string, c nflog.Claim) error {
 	for {
-		if err := sleep(ctx, min(p.o.PollInterval, max(c.Expires.Sub(p.now()), 10*time.Millisecond))); err != nil {
+		if err := retry.Sleep(ctx, min(p.o.PollInterval, max(c.Expires.Sub(p.now()), 10*time.Millisecond))); err != nil {
 			return err
 		}
 		var done bool

@@ -125,7 +125,12 @@ func Migrate(ctx context.Context, conn Conn) error {
 	if err := execTolerant(ctx, conn, migrationsTable); err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
-	feats := conn.Server().Features()
+	return applyMigrations(ctx, conn, func(_ migration, stmt string) error { return execTolerant(ctx, conn, stmt) })
+}
+
+// applyMigrations runs each migration not yet recorded in schema_migrations (read and
+// written on conn) through run, statement by statement, and records it.
+func applyMigrations(ctx context.Context, conn Conn, run func(m migration, stmt string) error) error {
 	ms, err := loadMigrations()
 	if err != nil {
 		return err
@@ -134,6 +139,7 @@ func Migrate(ctx context.Context, conn Conn) error {
 	if err != nil {
 		return err
 	}
+	feats := conn.Server().Features()
 	for _, m := range ms {
 		if applied[m.version] {
 			continue
@@ -143,14 +149,14 @@ func Migrate(ctx context.Context, conn Conn) error {
 			return err
 		}
 		for _, s := range stmts {
-			if err := execTolerant(ctx, conn, s); err != nil {
+			if err := run(m, s); err != nil {
 				return fmt.Errorf("migration %s: %w", m.name, err)
 			}
 		}
 		if err := record(ctx, conn, m); err != nil {
 			return fmt.Errorf("record migration %s: %w", m.name, err)
 		}
-		slog.Info("applied migration", "name", m.name)
+		slog.Info("applied migration", "name", m.name, "cluster", conn.Server().Cluster)
 	}
 	return nil
 }
@@ -218,38 +224,13 @@ func migrateCluster(ctx context.Context, c *cluster) error {
 	if err := everywhere(mt, "create schema_migrations"); err != nil {
 		return err
 	}
-	feats := c.server.Features()
-	ms, err := loadMigrations()
-	if err != nil {
-		return err
-	}
-	applied, err := appliedMigrations(ctx, c.Conn)
-	if err != nil {
-		return err
-	}
-	for _, m := range ms {
-		if applied[m.version] {
-			continue
-		}
-		stmts, err := m.statements(feats)
+	return applyMigrations(ctx, c.Conn, func(m migration, stmt string) error {
+		cs, err := clusterize(stmt, c.name, db)
 		if err != nil {
 			return err
 		}
-		for _, s := range stmts {
-			cs, err := clusterize(s, c.name, db)
-			if err != nil {
-				return fmt.Errorf("migration %s: %w", m.name, err)
-			}
-			if err := everywhere(cs, "migration "+m.name); err != nil {
-				return err
-			}
-		}
-		if err := record(ctx, c.Conn, m); err != nil {
-			return fmt.Errorf("record migration %s: %w", m.name, err)
-		}
-		slog.Info("applied migration", "name", m.name, "cluster", c.name, "nodes", len(nodes))
-	}
-	return nil
+		return everywhere(cs, "migration "+m.name)
+	})
 }
 
 func appliedMigrations(ctx context.Context, conn Conn) (map[int]bool, error) {
