@@ -2,7 +2,7 @@ package clustertest
 
 import (
 	"context"
-		"os"
+	"os"
 	"strconv"
 	"testing"
 	"time"

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"math/bits"
 	"slices"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -303,9 +304,13 @@ func foldsToAny(key []byte, keys []string) bool {
 // fastProps are the properties the fast path reads, as spans of the message.
 type fastProps struct {
 	distinctID, distinctID2, flag, response, ignoreSentAt span
-	features                                              []featureSpan   // $feature/<key> properties
-	buf                                                   [64]featureSpan // features' first backing array: 20–50 flags per event are usual
+	features                                              []featureSpan // $feature/<key> properties
 }
+
+// featureBufs holds the features' backing arrays between events: 20–50 flags per event
+// are usual, and an array inside fastProps would move every event's props to the heap
+// (3 KB each, flags or not).
+var featureBufs = sync.Pool{New: func() any { b := make([]featureSpan, 0, 64); return &b }}
 
 type featureSpan struct {
 	key   []byte // without the $feature/ prefix
@@ -321,6 +326,13 @@ func fastPostHog(raw []byte, recordTime time.Time) (Event, bool) {
 	s.i++
 	var uuidS, event, distinct, timestamp, sentAt, offset, now, props span
 	var p fastProps
+	defer func() {
+		if p.features != nil {
+			f := p.features[:0]
+			clear(f[:cap(f)])
+			featureBufs.Put(&f)
+		}
+	}()
 	if s.next() == '}' {
 		return Event{}, false // no event name: the general path says so
 	}
@@ -524,7 +536,7 @@ func (s *fastScanner) properties(p *fastProps) bool {
 			*dst = span{start, s.i, true}
 		} else if flag, ok := bytes.CutPrefix(key, []byte("$feature/")); ok {
 			if p.features == nil {
-				p.features = p.buf[:0]
+				p.features = (*featureBufs.Get().(*[]featureSpan))[:0]
 			}
 			p.features = append(p.features, featureSpan{key: flag, value: span{start, s.i, true}})
 		}
