@@ -83,6 +83,12 @@ type Defaults struct {
 	StaleAfter time.Duration `yaml:"stale_after"`
 	// Segments are the properties every flag is split by when it declares none.
 	Segments []string `yaml:"segments"`
+	// ExposeUsers lets flagwatch list the users behind a result (SPEC §12); off by
+	// default, because the list names people.
+	ExposeUsers bool `yaml:"expose_users"`
+	// RecordingsURL is the template of a session recording's link, with {session_id}
+	// and {distinct_id} placeholders (RecordingLink); "" for no links.
+	RecordingsURL string `yaml:"recordings_url"`
 }
 
 // Flag is one monitored feature flag.
@@ -105,6 +111,9 @@ type Flag struct {
 	// Rollout is the flag's progressive rollout plan, resolved: the template's and the
 	// flag's keys merged, every stage's minimums filled. nil: no plan.
 	Rollout *Rollout `yaml:"rollout"`
+	// ExposeUsers and RecordingsURL override the defaults' for this flag.
+	ExposeUsers   bool   `yaml:"expose_users"`
+	RecordingsURL string `yaml:"recordings_url"`
 
 	// Declared is false for a flag seen in exposures but absent from the file.
 	Declared bool `yaml:"-"`
@@ -330,6 +339,12 @@ func (f *Flag) fill(has func(string) bool, path string, def Defaults) {
 	if !has(path + ".slack_channel") {
 		f.SlackChannel = def.SlackChannel
 	}
+	if !has(path + ".expose_users") {
+		f.ExposeUsers = def.ExposeUsers
+	}
+	if !has(path + ".recordings_url") {
+		f.RecordingsURL = def.RecordingsURL
+	}
 	for i := range f.Metrics {
 		f.Metrics[i].fill(has, fmt.Sprintf("%s.metrics[%d]", path, i), def)
 	}
@@ -403,11 +418,13 @@ func (m *Monitors) ForFlag(key string, variants []string) Flag {
 		return f
 	}
 	return Flag{
-		Key:          key,
-		Control:      pickControl(sorted(variants)),
-		Segments:     m.Defaults.Segments,
-		Metrics:      m.CoreMetrics,
-		SlackChannel: m.Defaults.SlackChannel,
+		Key:           key,
+		Control:       pickControl(sorted(variants)),
+		Segments:      m.Defaults.Segments,
+		Metrics:       m.CoreMetrics,
+		SlackChannel:  m.Defaults.SlackChannel,
+		ExposeUsers:   m.Defaults.ExposeUsers,
+		RecordingsURL: m.Defaults.RecordingsURL,
 	}
 }
 

@@ -50,6 +50,9 @@ testdata/many_errors.yaml:15: flags[1].key: duplicate flag "new-checkout" (first
 testdata/many_errors.yaml:16: flags[1]: unknown key "slack_chanel" (did you mean "slack_channel"?)
 testdata/many_errors.yaml:17: flags[1].split: want a mapping of variant to share, got "50/50"
 testdata/many_errors.yaml:18: flags[1]: unknown key "owner"`,
+		"bad_recordings_url.yaml": `testdata/bad_recordings_url.yaml:2: defaults.recordings_url: unknown placeholder {project_id} (want {session_id} or {distinct_id}; write the rest, such as the project id, into the URL itself)
+testdata/bad_recordings_url.yaml:5: flags[0].recordings_url: want an http or https URL, got "us.posthog.com/replay/{session_id}"
+testdata/bad_recordings_url.yaml:7: flags[1].recordings_url: has no {session_id} or {distinct_id}: every link would be the same`,
 		"bad_rollback.yaml": `testdata/bad_rollback.yaml:4: flags[0].rollback.webhook.url: want an http or https URL, got "hooks.example.com/flagwatch"
 testdata/bad_rollback.yaml:4: flags[0].rollback.webhook.secret_env: want the name of an environment variable, got "ROLLBACK-SECRET"
 testdata/bad_rollback.yaml:5: flags[0].rollback.posthog.flag_id: want PostHog's numeric flag id (> 0), got 0`,
@@ -152,6 +155,32 @@ flags:
 	b := m.Flags[1]
 	require.Empty(t, b.Segments)
 	require.Equal(t, "#b", b.SlackChannel)
+}
+
+// expose_users and recordings_url: off and empty by default, inherited from defaults by
+// declared and undeclared flags, and a flag's own value (even false) wins.
+func TestUsersSettings(t *testing.T) {
+	m, err := Parse([]byte(`flags: [{key: a}]`), "f.yaml")
+	require.NoError(t, err)
+	require.False(t, m.Flags[0].ExposeUsers)
+	require.Empty(t, m.Flags[0].RecordingsURL)
+
+	m, err = Parse([]byte(`
+defaults: {expose_users: true, recordings_url: "https://us.posthog.com/project/1/replay/{session_id}"}
+flags:
+  - key: a
+  - key: b
+    expose_users: false
+    recordings_url: "https://app.example.com/people/{distinct_id}?session={session_id}"
+`), "f.yaml")
+	require.NoError(t, err)
+	a, b, c := m.ForFlag("a", nil), m.ForFlag("b", nil), m.ForFlag("undeclared", nil)
+	require.True(t, a.ExposeUsers)
+	require.Equal(t, "https://us.posthog.com/project/1/replay/{session_id}", a.RecordingsURL)
+	require.False(t, b.ExposeUsers)
+	require.Equal(t, "https://app.example.com/people/{distinct_id}?session={session_id}", b.RecordingsURL)
+	require.True(t, c.ExposeUsers)
+	require.Equal(t, a.RecordingsURL, c.RecordingsURL)
 }
 
 func TestFlagMetricReplacesCoreMetricOfSameName(t *testing.T) {

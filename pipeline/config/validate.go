@@ -66,6 +66,7 @@ func (d *decoder) checkDefaults(df *Defaults) {
 	d.checkPositive(p+".window", df.Window)
 	d.checkPositive(p+".stale_after", df.StaleAfter)
 	d.checkSegments(df.Segments, p+".segments")
+	d.checkRecordingsURL(p+".recordings_url", df.RecordingsURL)
 }
 
 func (d *decoder) checkPositive(path string, v time.Duration) {
@@ -121,6 +122,9 @@ func (d *decoder) checkFlag(f *Flag, path string) {
 	}
 	if f.Rollout != nil {
 		d.checkRolloutParts(f.Rollout, path+".rollout")
+	}
+	if d.has(path + ".recordings_url") {
+		d.checkRecordingsURL(path+".recordings_url", f.RecordingsURL)
 	}
 }
 
@@ -311,5 +315,39 @@ func unwrapURLError(err error) error {
 func (d *decoder) checkEnvVar(path, name string) {
 	if !envName.MatchString(name) {
 		d.invalid(path, "want the name of an environment variable, got %q", name)
+	}
+}
+
+// RecordingsPlaceholders are what a recordings_url template may contain; pipeline/users
+// fills them in, URL-escaped.
+var RecordingsPlaceholders = []string{"{session_id}", "{distinct_id}"}
+
+var placeholderRE = regexp.MustCompile(`\{[^{}]*\}`)
+
+// checkRecordingsURL accepts "" (no links) or an http(s) URL template whose only
+// placeholders are {session_id} and {distinct_id}, at least one of them.
+func (d *decoder) checkRecordingsURL(path, s string) {
+	if s == "" {
+		return
+	}
+	found := false
+	for _, ph := range placeholderRE.FindAllString(s, -1) {
+		if !slices.Contains(RecordingsPlaceholders, ph) {
+			d.invalid(path, "unknown placeholder %s (want {session_id} or {distinct_id}; write the rest, such as the project id, into the URL itself)", ph)
+			return
+		}
+		found = true
+	}
+	if !found {
+		d.invalid(path, "has no {session_id} or {distinct_id}: every link would be the same")
+		return
+	}
+	u, err := url.Parse(placeholderRE.ReplaceAllString(s, "x"))
+	if err != nil {
+		d.invalid(path, "invalid URL: %v", unwrapURLError(err))
+		return
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		d.invalid(path, "want an http or https URL, got %q", s)
 	}
 }
