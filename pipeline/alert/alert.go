@@ -101,6 +101,26 @@ type Finding struct {
 	// Discovered is set when the segment property was found by property discovery rather
 	// than configured.
 	Discovered bool `json:"discovered,omitempty"`
+	// Watch, on a loss, guardrail breach or divergence of a flag that exposes its users
+	// and has a recordings_url, is a few sessions behind the finding to watch; the
+	// notifier posts them once per incident.
+	Watch *Watch `json:"watch,omitempty"`
+}
+
+// Watch is a few recorded sessions behind a finding (SPEC §12): links only, never a
+// name or an email, because the message goes to a channel.
+type Watch struct {
+	// Who says whose sessions these are: "GB users on test who did not purchase".
+	Who      string    `json:"who"`
+	Sessions []Session `json:"sessions"`
+}
+
+// Session is one session to watch: its $session_id, the link to its recording and
+// when it started.
+type Session struct {
+	ID    string    `json:"id"`
+	URL   string    `json:"url"`
+	Start time.Time `json:"start"`
 }
 
 // Priority orders decisions by how much they matter to the team reading them: a
