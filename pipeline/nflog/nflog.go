@@ -45,6 +45,7 @@ const (
 	KindRepeat  = "repeat"  // an unresolved critical finding, again
 	KindResolve = "resolve" // a finding no longer holds (one row per finding)
 	KindDigest  = "digest"  // the weekly digest
+	KindWatch   = "watch"   // an incident's sessions to watch (one row, once per incident)
 )
 
 // Statuses of log entries.

@@ -36,6 +36,9 @@ type incident struct {
 	findings map[string]*finding
 	// findingsSeen counts the posted entries about findings (not events).
 	findingsSeen int
+	// watched: the incident's sessions to watch were posted (or failed for good); it
+	// gets them once.
+	watched bool
 }
 
 func (in *incident) openKeys() []string {
@@ -117,6 +120,10 @@ func buildState(flag string, entries []nflog.Entry) *flagState {
 			continue
 		}
 		in := st.incident(n)
+		if e.Kind == nflog.KindWatch {
+			in.watched = true
+			continue
+		}
 		f := in.finding(e.DedupKey)
 		if e.Kind == nflog.KindResolve {
 			// A finding that no longer holds is resolved even if the message saying so

@@ -480,6 +480,39 @@ func Reply(a *alert.Alert, u Update, o Options) slack.Message {
 	return slack.Message{Text: truncate(text, maxTextChars), Blocks: blocks, Metadata: metadata(a, head.Decision, key)}
 }
 
+// Watch is an incident's "sessions to watch" reply (SPEC §12): whose sessions they are
+// and a link to each one's recording, for the finding f that carries them (f.Watch).
+// It holds links and start times only, never a name or an email.
+func Watch(a *alert.Alert, f alert.Finding, o Options) slack.Message {
+	w := f.Watch
+	n := len(w.Sessions)
+	head := fmt.Sprintf("%d sessions to watch: %s", n, Escape(w.Who))
+	if n == 1 {
+		head = "1 session to watch: " + Escape(w.Who)
+	}
+	var b strings.Builder
+	b.WriteString("*:movie_camera: " + head + "*")
+	for i, s := range w.Sessions {
+		if i == maxOthers {
+			break
+		}
+		label := fmt.Sprintf("Session %d", i+1)
+		if !s.Start.IsZero() {
+			label += " · started " + s.Start.UTC().Format("Jan 2 15:04 UTC")
+		}
+		b.WriteString("\n• " + Link(s.URL, label))
+	}
+	ctx := []string{"Behind " + title(f)}
+	if u := o.pageURL(a); u != "" {
+		ctx = append(ctx, Link(u, "Open "+a.Flag+" in flagwatch"))
+	}
+	return slack.Message{
+		Text:     truncate(head, maxTextChars),
+		Blocks:   []slackapi.Block{section(b.String()), contextBlock(ctx...)},
+		Metadata: metadata(a, f.Decision, f.DedupKey),
+	}
+}
+
 // MarkResolved rewrites an incident's first message once nothing is open: a "Resolved"
 // line on top and a closing line at the bottom, the rest as it was.
 func MarkResolved(parent slack.Body, a *alert.Alert, now time.Time) slack.Message {
