@@ -108,6 +108,10 @@ type Analyzer struct {
 	RebuildEvery time.Duration
 	// PublicURL, when set, is where the flag pages are served; alerts link to them.
 	PublicURL string
+	// Sessions, when set, picks sessions to watch behind a finding (SPEC §12;
+	// users.Watcher), or nil: each incident's new findings are offered in priority
+	// order until one gets some.
+	Sessions func(ctx context.Context, flag string, f alert.Finding) *alert.Watch
 	// Claims arbitrate between analyzer replicas (leases); the claims Join table on
 	// Conn when nil (a cluster needs ZooKeeper: claim.For).
 	Claims claim.Store

@@ -64,6 +64,8 @@ type Options struct {
 	// more of them once ClickHouse and Kafka are connected.
 	Observers    []PassObserver
 	NewObservers func(conn store.Conn, claims claim.Store, emit Emitter, mons *config.Monitors) ([]PassObserver, error)
+	// Sessions, when set, makes the Analyzer's Sessions hook once ClickHouse is connected.
+	Sessions func(conn store.Conn, mons *config.Monitors) func(ctx context.Context, flag string, f alert.Finding) *alert.Watch
 }
 
 // RegisterFlags binds the options to flags (also read from FLAGWATCH_* variables).
@@ -157,6 +159,9 @@ func Run(ctx context.Context, o Options) error {
 		RepeatCritical: o.RepeatCritical, Lookup: o.Lookup, Replica: o.Replica,
 		RecomputeAll: o.RecomputeAll, RebuildEvery: o.RebuildEvery, PublicURL: o.PublicURL, Observers: o.Observers,
 		Claims: claims}
+	if o.Sessions != nil {
+		a.Sessions = o.Sessions(conn, mons)
+	}
 	if o.NewObservers != nil {
 		obs, err := o.NewObservers(conn, claims, a.Emitter, mons)
 		if err != nil {
