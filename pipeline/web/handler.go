@@ -200,6 +200,12 @@ func (l links) CSV(key string) string {
 	return l.prefix + "api/flags/" + url.PathEscape(key) + "/results.csv"
 }
 
+// Users and UsersCSV are a flag's users API (pipeline/users), served beside the pages.
+func (l links) Users(key string) string {
+	return l.prefix + "api/flags/" + url.PathEscape(key) + "/users"
+}
+func (l links) UsersCSV(key string) string { return l.Users(key) + ".csv?limit=1000" }
+
 func (l links) ListJSON() string {
 	if l.static {
 		return l.prefix + "flags.json"
@@ -305,10 +311,13 @@ func flagPage(ctx context.Context, o Options, key string) (*FlagPage, error) {
 	p := o.builder().page(d)
 	if o.Users != nil {
 		us, err := o.Users.Users(ctx, key)
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrUsersOff):
+		case err != nil:
 			return nil, fmt.Errorf("list users of %s: %w", key, err)
+		default:
+			p.Users = UsersView{Enabled: true, Users: us, Metric: o.builder().primaryMetric(o.Monitors.ForFlag(key, nil))}
 		}
-		p.Users = UsersView{Enabled: true, Users: us}
 	}
 	return p, nil
 }
@@ -332,14 +341,17 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("GET /api/flags", s.listJSON)
 	mux.HandleFunc("GET /api/flags/{key}", s.flagJSON)
 	mux.HandleFunc("GET /api/flags/{key}/results.csv", s.csv)
-	return s.secure(mux)
+	return Secure(o.Token, mux)
 }
 
 type server struct{ o Options }
 
-// secure applies the token check and the headers every response carries.
-func (s *server) secure(next http.Handler) http.Handler {
-	want := []byte(s.o.Token)
+// Secure puts next behind the pages' access control: with token set, every request
+// needs it (bearer token, or basic auth with the token as password); and every response
+// carries the pages' security headers. Other handlers mounted beside the pages (the
+// users API) use it so that one token guards everything.
+func Secure(token string, next http.Handler) http.Handler {
+	want := []byte(token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Content-Security-Policy", csp)

@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"errors"
 	"html/template"
 	"slices"
 	"sort"
@@ -229,13 +230,20 @@ type UsersView struct {
 	Enabled bool          `json:"enabled"`
 	Hint    string        `json:"hint,omitempty"`
 	Users   []ExposedUser `json:"users,omitempty"`
+	// Metric is the metric Converted refers to (the primary one, in its window).
+	Metric string `json:"metric,omitempty"`
 }
 
 // UserLister lists the users behind a flag's results (SPEC §12): the slot the
-// users-and-recordings tab fills when the monitors file has expose_users: true.
+// users-and-recordings tab fills when the monitors file has expose_users: true. It
+// returns ErrUsersOff for a flag whose users are not exposed: the tab then says how to
+// turn listing on.
 type UserLister interface {
 	Users(ctx context.Context, flag string) ([]ExposedUser, error)
 }
+
+// ErrUsersOff is a UserLister's answer for a flag that does not expose its users.
+var ErrUsersOff = errors.New("listing users is off for this flag")
 
 // ExposedUser is one user behind a result: their variant and segment values, their
 // first exposure, their sessions and links to the recordings of those sessions.
@@ -246,7 +254,9 @@ type ExposedUser struct {
 	FirstExposure time.Time         `json:"first_exposure"`
 	Converted     bool              `json:"converted"`
 	Sessions      []string          `json:"sessions,omitempty"`
-	Recordings    []string          `json:"recordings,omitempty"`
+	// Recordings are the links to Sessions' recordings, one per session in the same
+	// order, when the flag has a recordings_url.
+	Recordings []string `json:"recordings,omitempty"`
 }
 
 // usersOff is what the tab says while listing users is off.
