@@ -11,12 +11,14 @@ import (
 
 	"github.com/robfig/cron/v3"
 
+	"github.com/flagwatch/flagwatch/pipeline/alert"
 	"github.com/flagwatch/flagwatch/pipeline/analyze"
 	"github.com/flagwatch/flagwatch/pipeline/cli"
 	"github.com/flagwatch/flagwatch/pipeline/config"
 	"github.com/flagwatch/flagwatch/pipeline/evaluate"
 	"github.com/flagwatch/flagwatch/pipeline/rollout"
 	"github.com/flagwatch/flagwatch/pipeline/store"
+	"github.com/flagwatch/flagwatch/pipeline/users"
 	"github.com/flagwatch/flagwatch/pipeline/web"
 )
 
@@ -38,9 +40,18 @@ func main() {
 				return cli.Usagef("invalid -schedule %q: %v", opts.Schedule, err)
 			}
 			opts.Once, opts.Logger = once, log
-			// The flag pages beside /metrics and /healthz (run only).
+			// The flag pages beside /metrics and /healthz (run only), with the users
+			// behind the results (off unless the monitors say expose_users).
 			opts.Mount = func(mux *http.ServeMux, conn store.Conn, mons *config.Monitors) {
-				mux.Handle("/", web.Handler(web.Options{Conn: conn, Monitors: mons, Token: uiToken.Reveal(), Logger: log}))
+				lister := &users.Lister{Conn: conn, Monitors: mons}
+				mux.Handle("/", web.Handler(web.Options{Conn: conn, Monitors: mons, Token: uiToken.Reveal(), Users: lister, Logger: log}))
+				api := web.Secure(uiToken.Reveal(), users.Handler(lister, log))
+				for _, p := range users.Patterns {
+					mux.Handle(p, api)
+				}
+			}
+			opts.Sessions = func(conn store.Conn, mons *config.Monitors) func(context.Context, string, alert.Finding) *alert.Watch {
+				return users.Watcher(conn, mons, log)
 			}
 			opts.NewObservers = rollout.NewObservers(rollout.Options{Replica: opts.Replica, Logger: log,
 				Lookup: opts.Lookup, PublicURL: opts.PublicURL})
@@ -53,6 +64,7 @@ func main() {
 	}
 	var report web.ReportOptions
 	var ro rollout.CLI
+	var list users.CLIOptions
 	cli.Main(&cli.Command{
 		Name:    "analyzer",
 		Summary: "turns flagwatch's ClickHouse data into decisions per flag, metric and segment, and alerts",
@@ -81,6 +93,18 @@ self-contained files (index.html, flags/<key>.html with .json and .csv beside it
 				}
 				report.Logger = log
 				return web.RunReport(ctx, report)
+			},
+		}, {
+			Name:    "users",
+			Summary: "lists the users behind a result: first exposure, converted, sessions and recording links",
+			About: `One cell's users (flag, variant, segments, converted or not) as JSON lines or CSV, with
+their $session_ids in the metric's window and recordings_url links; off unless the flag
+has expose_users: true. analyzer users -flag new-checkout -variant test
+-segment '$geoip_country_code:GB' -converted=false`,
+			Flags: func(fs *flag.FlagSet) { list.RegisterFlags(fs) },
+			Run: func(ctx context.Context, log *slog.Logger) error {
+				list.Logger = log
+				return users.RunCLI(ctx, list)
 			},
 		}, {
 			Name:    "evaluate",

@@ -41,7 +41,7 @@ func (l *Lister) List(ctx context.Context, q Query) (*Page, error) {
 
 func (l *Lister) list(ctx context.Context, p *plan) (*Page, error) {
 	page := &Page{Flag: p.flag.Key, Variant: p.q.Variant, Segments: p.q.Segments, Metric: p.q.Metric,
-		Window: formatWindow(p.window), Converted: p.q.Converted, Sort: p.q.Sort, Users: []User{}}
+		Window: formatWindow(p.window), Converted: p.q.Converted, Sort: p.q.Sort, SegmentProperties: append([]string{}, p.props...), Users: []User{}}
 	if p.metric != nil {
 		page.MetricKind = string(p.metric.Kind)
 	}
@@ -93,16 +93,26 @@ func (l *Lister) list(ctx context.Context, p *plan) (*Page, error) {
 			page.NextCursor = p.encodeCursor(cursor{T: last.first, ID: last.id})
 		}
 	}
-	if err := l.segments(ctx, p, t, users); err != nil {
+	if err := l.finish(ctx, p, t, users); err != nil {
 		return nil, err
+	}
+	for _, u := range users {
+		page.Users = append(page.Users, *u)
+	}
+	return page, nil
+}
+
+// finish fills in the users' segments and recording links.
+func (l *Lister) finish(ctx context.Context, p *plan, t tables, users []*User) error {
+	if err := l.segments(ctx, p, t, users); err != nil {
+		return err
 	}
 	for _, u := range users {
 		for i := range u.Sessions {
 			u.Sessions[i].Recording = RecordingLink(p.flag.RecordingsURL, u.Sessions[i].ID, u.DistinctID)
 		}
-		page.Users = append(page.Users, *u)
 	}
-	return page, nil
+	return nil
 }
 
 // candidates reads the users a page statement picked, in its order.

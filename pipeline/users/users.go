@@ -91,7 +91,10 @@ type Page struct {
 	Window    string `json:"window"`
 	Converted *bool  `json:"converted,omitempty"`
 	Sort      Sort   `json:"sort"`
-	Users     []User `json:"users"`
+	// SegmentProperties are the properties every user's Segments may hold: the flag's
+	// segments and the ones filtered on.
+	SegmentProperties []string `json:"segment_properties"`
+	Users             []User   `json:"users"`
 	// Examined is how many users the request looked at to fill the page (first-exposure
 	// orders only): more than len(Users) when a converted filter left some out.
 	Examined int `json:"examined,omitempty"`
