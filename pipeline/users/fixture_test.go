@@ -18,6 +18,7 @@ import (
 	"github.com/flagwatch/flagwatch/pipeline/store"
 	"github.com/flagwatch/flagwatch/pipeline/store/chtest"
 	"github.com/flagwatch/flagwatch/pipeline/synth"
+	"github.com/flagwatch/flagwatch/pipeline/users"
 )
 
 const recordings = "https://us.posthog.com/project/1/replay/{session_id}"
@@ -56,14 +57,18 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // fixture is a database with the story's data (new-checkout loses GB purchases and wins
 // in the US and India, fast-search breaks its errors guardrail, new-onboarding is A/A),
 // new-checkout with a flag-evaluation bug that makes some users $multiple, one analyzer
-// pass over it, and the raw records for recomputing everything in Go.
+// pass over it with the sessions-to-watch hook, and the raw records for recomputing
+// everything in Go.
 type fixture struct {
+	dsn   string
 	conn  store.Conn
 	mons  *config.Monitors
 	start time.Time
 	now   time.Time
 	pass  *analyze.Pass
 	raw   []rawEvent
+	// analyzer ran the pass (its Now reads f.now).
+	analyzer *analyze.Analyzer
 }
 
 // rawEvent is a synthetic record as the brute force reads it: straight from its JSON.
@@ -91,7 +96,7 @@ const days = 8
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	_, conn := chtest.DB(t)
+	dsn, conn := chtest.DB(t)
 	ctx := context.Background()
 	mons, err := config.Parse([]byte(monitorsYAML), "flagwatch.yaml")
 	require.NoError(t, err)
@@ -99,7 +104,7 @@ func newFixture(t *testing.T) *fixture {
 	flags := demo.Story()
 	flags[0].ReassignFrac = 0.05 // some new-checkout users see both variants
 	cfg := synth.Config{Seed: 19, Users: 12000, Start: start, Days: days, Flags: flags}
-	f := &fixture{conn: conn, mons: mons, start: start, now: start.Add(days*24*time.Hour - time.Hour)}
+	f := &fixture{dsn: dsn, conn: conn, mons: mons, start: start, now: start.Add(days*24*time.Hour - time.Hour)}
 	t0 := time.Now()
 	var evs []event.Event
 	require.NoError(t, cfg.Each(func(r synth.Record) error {
@@ -118,20 +123,17 @@ func newFixture(t *testing.T) *fixture {
 		return err
 	}))
 	sort.Slice(evs, func(i, j int) bool { return evs[i].TsMs < evs[j].TsMs })
-	t.Logf("generated %d events in %s", len(evs), time.Since(t0))
-	t0 = time.Now()
 	w := store.NewWriter(conn)
 	for i := 0; i < len(evs); i += 50000 {
 		_, _, err := w.Write(ctx, evs[i:min(i+50000, len(evs))])
 		require.NoError(t, err)
 	}
-	t.Logf("written in %s", time.Since(t0))
-	t0 = time.Now()
-	a := &analyze.Analyzer{Conn: conn, Monitors: mons, Replica: "users-test", Logger: quiet, RecomputeAll: true,
-		Now: func() time.Time { return f.now }}
+	f.analyzer = &analyze.Analyzer{Conn: conn, Monitors: mons, Replica: "users-test", Logger: quiet, RecomputeAll: true,
+		Now: func() time.Time { return f.now }, Sessions: users.Watcher(conn, mons, quiet)}
+	a := f.analyzer
 	f.pass, err = a.Run(ctx)
 	require.NoError(t, err)
-	t.Logf("pass in %s", time.Since(t0))
+	t.Logf("%d events generated, written and analyzed in %s", len(evs), time.Since(t0))
 	return f
 }
 

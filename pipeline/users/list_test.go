@@ -19,6 +19,13 @@ func TestUsers(t *testing.T) {
 	f := newFixture(t)
 	t.Run("cell equals the brute force", func(t *testing.T) { testCellEqualsBruteForce(t, f) })
 	t.Run("by value", func(t *testing.T) { testByValue(t, f) })
+	t.Run("api", func(t *testing.T) { testAPI(t, f) })
+	t.Run("api errors", func(t *testing.T) { testAPIErrors(t, f) })
+	t.Run("page", func(t *testing.T) { testPage(t, f) })
+	t.Run("cli", func(t *testing.T) { testCLI(t, f) })
+	t.Run("sessions to watch", func(t *testing.T) { testSessionsToWatch(t, f) })
+	// Last: it runs a later pass.
+	t.Run("slack", func(t *testing.T) { testSlack(t, f) })
 }
 
 func ptr[T any](v T) *T { return &v }
