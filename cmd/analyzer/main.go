@@ -98,9 +98,10 @@ self-contained files (index.html, flags/<key>.html with .json and .csv beside it
 			Name:    "users",
 			Summary: "lists the users behind a result: first exposure, converted, sessions and recording links",
 			About: `One cell's users (flag, variant, segments, converted or not) as JSON lines or CSV, with
-their $session_ids in the metric's window and recordings_url links; off unless the flag
-has expose_users: true. analyzer users -flag new-checkout -variant test
--segment '$geoip_country_code:GB' -converted=false`,
+their $session_ids in the metric's window and recordings_url links. Off unless the flag
+has expose_users: true. For example:
+
+  analyzer users -flag new-checkout -variant test -segment '$geoip_country_code:GB' -converted=false`,
 			Flags: func(fs *flag.FlagSet) { list.RegisterFlags(fs) },
 			Run: func(ctx context.Context, log *slog.Logger) error {
 				list.Logger = log

@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/flagwatch/flagwatch/pipeline/alert"
 	"github.com/flagwatch/flagwatch/pipeline/config"
 	"github.com/flagwatch/flagwatch/pipeline/demo"
 	"github.com/flagwatch/flagwatch/pipeline/event"
@@ -65,4 +66,13 @@ func TestClusterEqualsSingleNode(t *testing.T) {
 	b, err := many.Users(ctx, "new-checkout")
 	require.NoError(t, err)
 	require.Equal(t, a, b)
+	gbValue := "GB"
+	loss := alert.Finding{Metric: "purchase conversion", Variant: "test", Decision: alert.Loss,
+		Segment: &alert.Segment{Property: "$geoip_country_code", Value: &gbValue}}
+	wa, err := users.SessionsToWatch(ctx, single, mons, "new-checkout", loss)
+	require.NoError(t, err)
+	wb, err := users.SessionsToWatch(ctx, node, mons, "new-checkout", loss)
+	require.NoError(t, err)
+	require.NotNil(t, wa)
+	require.Equal(t, wa, wb)
 }
