@@ -74,7 +74,7 @@ func (l *Lister) list(ctx context.Context, p *plan) (*Page, error) {
 		var last *candidate
 	scan:
 		for _, ch := range chunks(len(cands), func(i int) string { return cands[i].id }) {
-			us, err := l.measure(ctx, p, t, cands[ch[0]:ch[1]])
+			us, err := l.measureChunk(ctx, p, t, cands[ch[0]:ch[1]])
 			if err != nil {
 				return nil, err
 			}
@@ -136,10 +136,22 @@ func (l *Lister) candidates(ctx context.Context, sql string) ([]candidate, error
 	return out, nil
 }
 
-// measure reads the events of cands (at most one chunk) and returns them as users, in
-// cands' order: converted, value, sessions. Segments and recording links are filled in
-// later.
+// measure reads the events of cands and returns them as users, in cands' order:
+// converted, value, sessions. Segments and recording links are filled in later.
 func (l *Lister) measure(ctx context.Context, p *plan, t tables, cands []candidate) ([]*User, error) {
+	var out []*User
+	for _, ch := range chunks(len(cands), func(i int) string { return cands[i].id }) {
+		us, err := l.measureChunk(ctx, p, t, cands[ch[0]:ch[1]])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, us...)
+	}
+	return out, nil
+}
+
+// measureChunk is measure for as many users as one statement may list (chunks).
+func (l *Lister) measureChunk(ctx context.Context, p *plan, t tables, cands []candidate) ([]*User, error) {
 	out := make([]*User, len(cands))
 	byID := make(map[string]int, len(cands))
 	ids := make([]string, len(cands))

@@ -86,6 +86,10 @@ type listed []web.ExposedUser
 
 func (l listed) Users(context.Context, string) ([]web.ExposedUser, error) { return l, nil }
 
+type usersOff struct{}
+
+func (usersOff) Users(context.Context, string) ([]web.ExposedUser, error) { return nil, web.ErrUsersOff }
+
 // The users-and-recordings tab: off by default with how to turn it on; with a lister,
 // the users, escaped like every other text, recordings as links.
 func TestUsersSlot(t *testing.T) {
@@ -109,4 +113,9 @@ func TestUsersSlot(t *testing.T) {
 	require.NotContains(t, on, `id="users-off"`)
 	require.Contains(t, on, "&lt;b&gt;u1&lt;/b&gt;")
 	require.Contains(t, on, `href="https://eu.posthog.com/replay/s-1"`)
+	require.Contains(t, on, `id="users-api"`, "the API's links")
+	// A lister that says the flag's users are not exposed: the tab says how to.
+	off = get(web.Options{Reader: oneFlag{}, Monitors: mons, Logger: quiet, Users: usersOff{}})
+	require.Contains(t, off, `id="users-off"`)
+	require.Contains(t, off, "expose_users: true")
 }
