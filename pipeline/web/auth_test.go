@@ -88,7 +88,9 @@ func (l listed) Users(context.Context, string) ([]web.ExposedUser, error) { retu
 
 type usersOff struct{}
 
-func (usersOff) Users(context.Context, string) ([]web.ExposedUser, error) { return nil, web.ErrUsersOff }
+func (usersOff) Users(context.Context, string) ([]web.ExposedUser, error) {
+	return nil, web.ErrUsersOff
+}
 
 // The users-and-recordings tab: off by default with how to turn it on; with a lister,
 // the users, escaped like every other text, recordings as links.
