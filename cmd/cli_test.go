@@ -156,7 +156,7 @@ func TestMistakesExitTwoWithOneLine(t *testing.T) {
 		{args: []string{"ingest", "events"}, want: `ingest: unexpected argument "events"; see ingest --help`},
 		{args: []string{"analyzer", "run", "now"}, want: `analyzer run: unexpected argument "now"; see analyzer run --help`},
 		{args: []string{"analyzer", "report"}, want: "analyzer report: -out is required: the directory to write the pages to; see analyzer report --help"},
-		{args: []string{"analyzer", "users"}, want: "analyzer users: -flag is required: the key of the flag whose users to list; see analyzer users --help"},
+		{args: []string{"analyzer", "users"}, want: "analyzer users: want one flag key (analyzer users <flag> [flags]), got 0 arguments; see analyzer users --help"},
 		{args: []string{"analyzer", "evaluate", "in.jsonl"}, want: `analyzer evaluate: unexpected argument "in.jsonl"; see analyzer evaluate --help`},
 		{args: []string{"analyzer", "run", "-schedule", "every 5 minutes"},
 			want: `analyzer run: invalid -schedule "every 5 minutes": expected exactly 5 fields, found 3: [every 5 minutes]; see analyzer run --help`},

@@ -101,8 +101,10 @@ self-contained files (index.html, flags/<key>.html with .json and .csv beside it
 their $session_ids in the metric's window and recordings_url links. Off unless the flag
 has expose_users: true. For example:
 
-  analyzer users -flag new-checkout -variant test -segment '$geoip_country_code:GB' -converted=false`,
+  analyzer users new-checkout -variant test -segment '$geoip_country_code:GB' -converted=false`,
+			Usage: "analyzer users [flags] <flag>",
 			Flags: func(fs *flag.FlagSet) { list.RegisterFlags(fs) },
+			Args:  list.Args,
 			Run: func(ctx context.Context, log *slog.Logger) error {
 				list.Logger = log
 				return users.RunCLI(ctx, list)

@@ -23,7 +23,8 @@ import (
 type CLIOptions struct {
 	ClickHouseDSN string
 	ConfigPath    string
-	Flag          string
+	// Flag is the flag key, the command's argument (Args).
+	Flag string
 	Variant       string
 	Segments      segmentFlags
 	Metric        string
@@ -41,11 +42,19 @@ type CLIOptions struct {
 	Logger      *slog.Logger
 }
 
+// Args takes the command's one positional argument, the flag key.
+func (o *CLIOptions) Args(args []string) error {
+	if len(args) != 1 {
+		return cli.Usagef("want one flag key (analyzer users <flag> [flags]), got %d arguments", len(args))
+	}
+	o.Flag = args[0]
+	return nil
+}
+
 // RegisterFlags binds the options to flags (also read from FLAGWATCH_* variables).
 func (o *CLIOptions) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.ClickHouseDSN, "clickhouse-dsn", config.DefaultClickHouseDSN, "ClickHouse native-protocol DSN")
 	fs.StringVar(&o.ConfigPath, "config", config.DefaultPath, "monitors file; the flag (or the defaults) must have expose_users: true")
-	fs.StringVar(&o.Flag, "flag", "", "the flag `key` whose users to list (required)")
 	fs.StringVar(&o.Variant, "variant", "", "only users assigned this `variant` (default: every variant; $multiple users are never listed)")
 	fs.Var(&o.Segments, "segment", "only users whose first exposure has `property:value` (e.g. $geoip_country_code:GB); repeat for several")
 	fs.StringVar(&o.Metric, "metric", "", "the `metric` that converted and value refer to (default: the flag's primary metric)")
@@ -70,7 +79,7 @@ func RunCLI(ctx context.Context, o CLIOptions) error {
 		o.Logger = slog.Default()
 	}
 	if o.Flag == "" {
-		return cli.Usagef("-flag is required: the key of the flag whose users to list")
+		return cli.Usagef("a flag key is required: analyzer users <flag> [flags]")
 	}
 	if o.Format != "jsonl" && o.Format != "csv" {
 		return cli.Usagef("-format %q: want jsonl or csv", o.Format)

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/csv"
 	"flag"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,22 +15,31 @@ import (
 	"github.com/segmentio/encoding/json"
 	"github.com/stretchr/testify/require"
 
+	"github.com/flagwatch/flagwatch/pipeline/cli"
 	"github.com/flagwatch/flagwatch/pipeline/users"
 )
 
-// runCLI runs `analyzer users` with args against the fixture.
-func runCLI(t *testing.T, f *fixture, args ...string) (stdout, stderr string, err error) {
+// runCLI runs `analyzer users` with args against the fixture, through the command line
+// package as the analyzer does: stdout, the hints on stderr, and the error (a usage
+// error as the line the command printed).
+func runCLI(t *testing.T, f *fixture, args ...string) (stdout, hints string, err error) {
 	t.Helper()
 	cfg := filepath.Join(t.TempDir(), "flagwatch.yaml")
 	require.NoError(t, os.WriteFile(cfg, []byte(monitorsYAML), 0o644))
 	var o users.CLIOptions
-	fs := flag.NewFlagSet("analyzer users", flag.ContinueOnError)
-	o.RegisterFlags(fs)
-	require.NoError(t, fs.Parse(append([]string{"-clickhouse-dsn", f.dsn, "-config", cfg}, args...)))
-	var out, errb bytes.Buffer
-	o.Stdout, o.Stderr, o.Logger = &out, &errb, quiet
-	err = users.RunCLI(context.Background(), o)
-	return out.String(), errb.String(), err
+	var out, hint, errb bytes.Buffer
+	cmd := &cli.Command{Name: "analyzer", Commands: []*cli.Command{{Name: "users",
+		Flags: func(fs *flag.FlagSet) { o.RegisterFlags(fs) }, Args: o.Args,
+		Run: func(ctx context.Context, _ *slog.Logger) error {
+			o.Stdout, o.Stderr, o.Logger = &out, &hint, quiet
+			return users.RunCLI(ctx, o)
+		}}}}
+	code := cli.Execute(context.Background(), cmd, append([]string{"users", "-clickhouse-dsn", f.dsn, "-config", cfg}, args...),
+		&out, &errb, func(string) (string, bool) { return "", false })
+	if code != cli.ExitOK {
+		err = fmt.Errorf("exit %d: %s", code, errb.String())
+	}
+	return out.String(), hint.String(), err
 }
 
 // analyzer users prints the cell the API lists — every user with -limit 0, as CSV —
@@ -39,7 +50,7 @@ func testCLI(t *testing.T, f *fixture) {
 		Converted: ptr(false), Limit: users.MaxLimit}
 	want := all(t, l, q)
 
-	out, stderr, err := runCLI(t, f, "-flag", "new-checkout", "-variant", "test", "-segment", "$geoip_country_code:GB",
+	out, stderr, err := runCLI(t, f, "new-checkout", "-variant", "test", "-segment", "$geoip_country_code:GB",
 		"-converted=false", "-limit", "0", "-format", "csv")
 	require.NoError(t, err)
 	require.Empty(t, stderr)
@@ -51,7 +62,7 @@ func testCLI(t *testing.T, f *fixture) {
 		require.Equal(t, u.DistinctID, recs[i+1][0])
 	}
 
-	out, stderr, err = runCLI(t, f, "-flag", "new-checkout", "-variant", "test", "-segment", "$geoip_country_code:GB", "-converted=false", "-limit", "3")
+	out, stderr, err = runCLI(t, f, "-variant", "test", "-segment", "$geoip_country_code:GB", "-converted=false", "new-checkout", "-limit", "3")
 	require.NoError(t, err)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	require.Len(t, lines, 3)
@@ -63,7 +74,7 @@ func testCLI(t *testing.T, f *fixture) {
 	}
 	_, cur, ok := strings.Cut(strings.TrimSpace(stderr), "continue with -cursor ")
 	require.True(t, ok, stderr)
-	out, _, err = runCLI(t, f, "-flag", "new-checkout", "-variant", "test", "-segment", "$geoip_country_code:GB", "-converted=false", "-limit", "2", "-cursor", cur)
+	out, _, err = runCLI(t, f, "new-checkout", "-variant", "test", "-segment", "$geoip_country_code:GB", "-converted=false", "-limit", "2", "-cursor", cur)
 	require.NoError(t, err)
 	var u users.User
 	require.NoError(t, json.Unmarshal([]byte(strings.Split(out, "\n")[0]), &u))
@@ -73,11 +84,12 @@ func testCLI(t *testing.T, f *fixture) {
 		args []string
 		want string
 	}{
-		{nil, "-flag is required"},
-		{[]string{"-flag", "new-onboarding"}, `listing users is off for flag "new-onboarding": set expose_users: true`},
-		{[]string{"-flag", "new-checkout", "-segment", "GB"}, `-segment "GB": want property:value`},
-		{[]string{"-flag", "new-checkout", "-metric", "nope"}, `unknown metric "nope" of new-checkout`},
-		{[]string{"-flag", "new-checkout", "-format", "xml"}, `-format "xml": want jsonl or csv`},
+		{nil, "exit 2: analyzer users: want one flag key (analyzer users <flag> [flags]), got 0 arguments; see analyzer users --help"},
+		{[]string{"new-checkout", "fast-search"}, "got 2 arguments"},
+		{[]string{"new-onboarding"}, `exit 2: analyzer users: listing users is off for flag "new-onboarding": set expose_users: true`},
+		{[]string{"new-checkout", "-segment", "GB"}, `-segment "GB": want property:value`},
+		{[]string{"new-checkout", "-metric", "nope"}, `unknown metric "nope" of new-checkout`},
+		{[]string{"new-checkout", "-format", "xml"}, `-format "xml": want jsonl or csv`},
 	} {
 		_, _, err := runCLI(t, f, tc.args...)
 		require.ErrorContains(t, err, tc.want)
