@@ -24,12 +24,12 @@ type CLIOptions struct {
 	ClickHouseDSN string
 	ConfigPath    string
 	// Flag is the flag key, the command's argument (Args).
-	Flag string
-	Variant       string
-	Segments      segmentFlags
-	Metric        string
-	Converted     optionalBool
-	Sort          string
+	Flag      string
+	Variant   string
+	Segments  segmentFlags
+	Metric    string
+	Converted optionalBool
+	Sort      string
 	// Limit is how many users to print; 0 prints every user of the cell, a page of
 	// MaxLimit at a time.
 	Limit  int
