@@ -316,6 +316,7 @@ type ingestRun struct {
 	// stopped: an insert the kill cut short may be stored without being counted.
 	rows      float64
 	killed    bool
+	aimed     bool // killed right after ClickHouse acknowledged a batch
 	lagAtKill int64
 	// unexpected: it exited without being killed or stopped.
 	unexpected bool
@@ -375,17 +376,27 @@ func (s *supervisor) watch() {
 }
 
 // kill SIGKILLs the running ingest, recording the lag it leaves, and returns once the
-// next one has started.
-func (s *supervisor) kill(lag int64) {
+// next one has started. It aims: it watches the process's count of rows ClickHouse
+// acknowledged and kills right after it grows, within aim — when a batch is stored and
+// most likely not committed yet, the moment a crash makes ingest store something
+// twice. Whether it hit does not change a check, only how much the run proves.
+func (s *supervisor) kill(lag int64, aim time.Duration) (aimed bool) {
 	r := s.current()
 	rows := metricSum(r.metrics, rowsInserted)
+	for deadline := time.Now().Add(aim); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+		if n := metricSum(r.metrics, rowsInserted); n > rows {
+			rows, aimed = n, true
+			break
+		}
+	}
 	s.mu.Lock()
-	r.killed, r.lagAtKill, r.rows = true, lag, rows
+	r.killed, r.aimed, r.lagAtKill, r.rows = true, aimed, lag, rows
 	s.mu.Unlock()
 	r.p.kill()
 	for deadline := time.Now().Add(time.Minute); s.current() == r && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}
+	return aimed
 }
 
 // stop SIGTERMs the running ingest and returns its exit.

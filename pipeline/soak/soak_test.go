@@ -110,7 +110,6 @@ type run struct {
 	outcomes   []*outcome
 	sendTook   time.Duration
 	catchUp    time.Duration
-	kills      []kill
 	ingestRuns []*ingestRun
 	ingestErrs []error
 	ingestStop error
@@ -126,11 +125,6 @@ type run struct {
 	rssSamples         int
 
 	dlq []*kgo.Record
-}
-
-type kill struct {
-	at  time.Duration // since the load started
-	lag int64
 }
 
 func TestSoak(t *testing.T) {
@@ -195,8 +189,7 @@ func TestSoak(t *testing.T) {
 				return
 			}
 			l, _ := lag(ctx, adm, group, broker.EventsTopic)
-			sup.kill(l)
-			r.kills = append(r.kills, kill{at: time.Since(loadStart), lag: l})
+			sup.kill(l, 15*time.Second)
 		}
 	}()
 	s := newSender(base, cfg.seed, kcl)

@@ -178,8 +178,14 @@ func (v *verdict) checkProcesses(r *run) {
 	if r.rssSamples == 0 {
 		v.fail("capture's RSS was never sampled")
 	}
-	if len(r.kills) != 2 {
-		v.fail("ingest was killed %d times, want 2", len(r.kills))
+	kills := 0
+	for _, ir := range r.ingestRuns {
+		if ir.killed {
+			kills++
+		}
+	}
+	if kills != 2 {
+		v.fail("ingest was killed %d times, want 2", kills)
 	}
 	for i, ir := range r.ingestRuns {
 		if ir.unexpected {
@@ -558,6 +564,12 @@ func (v *verdict) summary(r *run) string {
 	}
 	p("  events table: %d rows with FINAL; %d raw rows at the end, %d of them a uuid's second row (replays after the kills that merges had not collapsed yet); none after OPTIMIZE FINAL of its %d partitions",
 		v.finalRows, v.rawRows, v.rawDupUUIDs, v.partitions)
+	var acked float64
+	for _, ir := range r.ingestRuns {
+		acked += ir.rows
+	}
+	p("  replays: ClickHouse acknowledged %.0f event rows to ingest's %d runs, for %d events: %.0f stored a second time (and more if a kill cut an insert short after ClickHouse stored it)",
+		acked, len(r.ingestRuns), v.finalRows, max(0, acked-float64(v.finalRows)))
 	p("  exposures: %d (flag, user, variant) first exposures, each the first stored event's", v.exposureTriples)
 	p("direct to Kafka: %d stored, %d dead-lettered", v.directStored, v.directDead)
 	var reasons []string
@@ -570,6 +582,8 @@ func (v *verdict) summary(r *run) string {
 	for i, ir := range r.ingestRuns {
 		end := "stopped"
 		switch {
+		case ir.killed && ir.aimed:
+			end = fmt.Sprintf("SIGKILLed right after a batch was acknowledged (lag %d)", ir.lagAtKill)
 		case ir.killed:
 			end = fmt.Sprintf("SIGKILLed (lag %d)", ir.lagAtKill)
 		case ir.unexpected:
