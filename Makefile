@@ -73,6 +73,10 @@ bench-capture: ## capture under wrk load
 	@scripts/deps.sh --bench
 	pipeline/capture/bench.sh
 
+.PHONY: soak
+soak: ## not in CI: capture and ingest (the binaries) under 3 minutes of valid, hostile and oversized requests, ingest SIGKILLed twice; checks RSS, exactly-once storage, reasons (FLAGWATCH_SOAK_DURATION, _RATE, _SEED)
+	scripts/with-clickhouse.sh $(GO) test -tags soak -run '^TestSoak$$' -count=1 -timeout 0 -v ./pipeline/soak/
+
 .PHONY: fuzz
 fuzz: ## fuzz the event decoder (and its fast path), time placement, the segment scanner and capture's request decoding, a minute each
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 60s ./pipeline/event/
