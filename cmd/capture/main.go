@@ -48,6 +48,7 @@ stay as they are. docs/posthog.md has the settings.`,
 			fs.StringVar(&o.Topic, "events-topic", broker.EventsTopic, "Kafka topic for events")
 			fs.IntVar(&partitions, "events-topic-partitions", -1, "partitions when creating a missing topic; -1: broker default")
 			fs.Int64Var(&o.MaxBodyBytes, "capture-max-body-bytes", capture.DefaultMaxBodyBytes, "request size limit, before and after decompression")
+			fs.IntVar(&o.MaxEventBytes, "capture-max-event-bytes", capture.DefaultMaxEventBytes, "one event's size limit in Kafka; a request with a larger event is refused whole (413). Raise it only with the topic's max.message.bytes")
 			fs.Int64Var(&o.MaxInFlightBytes, "capture-max-inflight-bytes", 0, "memory all requests in flight may reserve (body, decompressed payload, parse, records); 0: 128 MiB or 4 × the body limit, whichever is larger")
 			fs.IntVar(&o.MaxInFlightRequests, "capture-max-inflight-requests", capture.DefaultMaxInFlightRequests, "requests handled at once; more get 503 + Retry-After")
 			fs.DurationVar(&o.KafkaCheckInterval, "capture-kafka-check-interval", capture.DefaultKafkaCheckInterval, "how often the brokers are pinged while they answer (every second while they do not)")

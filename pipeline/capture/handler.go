@@ -308,6 +308,15 @@ func (h *Handler) overload(err error) *apiError {
 // produce waits for the acks of all recs, at most ProduceTimeout. A client that
 // disconnects does not cancel it: once started, the request's records are seen through.
 func (h *Handler) produce(ctx context.Context, recs []*kgo.Record) *apiError {
+	// An event Kafka would refuse is found before anything is produced: refused after
+	// its neighbours were stored, the request would be half kept and answered 413.
+	for i, r := range recs {
+		if n := recordBytes(r); n > h.opts.MaxEventBytes {
+			h.m.produceFails.WithLabelValues("too_large").Inc()
+			return &apiError{status: http.StatusRequestEntityTooLarge, kind: "validation_error", code: "event_too_large",
+				detail: fmt.Sprintf("events[%d]: %d bytes, more than the %d an event may take in Kafka; none of the request's events was stored", i, n, h.opts.MaxEventBytes)}
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.opts.ProduceTimeout)
 	defer cancel()
 	start := time.Now()
@@ -330,6 +339,15 @@ func (h *Handler) produce(ctx context.Context, recs []*kgo.Record) *apiError {
 	h.kafka.failed(err)
 	h.log.Warn("Kafka did not acknowledge events; answering 503 until a broker answers again", "events", len(recs), "err", err)
 	return kafkaUnavailable(err, h.opts.RetryAfter)
+}
+
+// recordBytes is what a record takes in a Kafka batch, but for its framing.
+func recordBytes(r *kgo.Record) int {
+	n := len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
 }
 
 func kafkaUnavailable(err error, retryAfter time.Duration) *apiError {

@@ -244,6 +244,29 @@ func TestSizeLimits(t *testing.T) {
 	e.records(1)
 }
 
+// An event over Kafka's message limit in a batch: the request is refused whole, before
+// any of its events is produced (found by make soak: the broker's refusal came after
+// the request's other events were stored, and the client was told 413).
+func TestEventOverKafkasLimitRefusesTheRequestWhole(t *testing.T) {
+	e := newEnv(t, capture.Options{})
+	small := `{"event":"ok","distinct_id":"u"}`
+	big := `{"event":"big","distinct_id":"u","properties":{"blob":"` + strings.Repeat("a", capture.DefaultMaxEventBytes) + `"}}`
+	res := e.post("/batch/", nil, []byte(`{"api_key":"k","batch":[`+small+`,`+big+`,`+small+`]}`))
+	require.Equal(t, http.StatusRequestEntityTooLarge, res.status, res.body)
+	require.Contains(t, res.body, `"code":"event_too_large"`)
+	require.Contains(t, res.body, `events[1]: `)
+	// Just under the limit goes through, and the refused request left nothing behind:
+	// the only records are this request's.
+	fits := `{"event":"fits","distinct_id":"u","properties":{"blob":"` + strings.Repeat("a", capture.DefaultMaxEventBytes-300) + `"}}`
+	res = e.post("/batch/", nil, []byte(`{"api_key":"k","batch":[`+fits+`,`+small+`]}`))
+	require.Equal(t, http.StatusOK, res.status, res.body)
+	var names []any
+	for _, r := range e.records(2) {
+		names = append(names, decode(t, r.Value)["event"])
+	}
+	require.ElementsMatch(t, []any{"fits", "ok"}, names)
+}
+
 func TestMalformedRequestsAreRejectedWholeWithTheProblemNamed(t *testing.T) {
 	e := newEnv(t, capture.Options{})
 	good := `{"event":"ok","distinct_id":"u"}`

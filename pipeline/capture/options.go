@@ -24,6 +24,10 @@ const (
 	DefaultAddr         = config.DefaultCaptureAddr
 	DefaultBrokers      = config.DefaultKafkaBrokers
 	DefaultMaxBodyBytes = 20 << 20
+	// DefaultMaxEventBytes is Kafka's default message limit (message.max.bytes,
+	// 1,048,588) less room for a record batch's framing and headers: an event over it
+	// would be refused by the broker after the request's other events were stored.
+	DefaultMaxEventBytes = 1_000_000
 	// DefaultMaxInFlightBytes holds about two requests at the body limit, gzip'd, at
 	// once (each reserves its body, the payload and twice the payload to parse it), or
 	// thousands of SDK-sized ones.
@@ -55,6 +59,11 @@ type Options struct {
 	// MaxBodyBytes limits a request body, before and after decompression (default
 	// 20 MiB); larger requests get 413.
 	MaxBodyBytes int64
+	// MaxEventBytes limits one event's Kafka message (default 1,000,000 bytes, within
+	// Kafka's default message.max.bytes). A request with an event over it is refused
+	// whole with 413 event_too_large before any of its events is produced. Raise it only
+	// with the topic's max.message.bytes.
+	MaxEventBytes int
 	// MaxInFlightBytes bounds the memory all requests in flight may reserve: bodies,
 	// decompressed payloads, parsing and records (default 128 MiB). A request that does
 	// not fit while others hold the budget gets 503 with Retry-After, before it is read
@@ -140,6 +149,9 @@ func (o Options) withDefaults() Options {
 	if o.MaxBodyBytes == 0 {
 		o.MaxBodyBytes = DefaultMaxBodyBytes
 	}
+	if o.MaxEventBytes == 0 {
+		o.MaxEventBytes = DefaultMaxEventBytes
+	}
 	if o.MaxInFlightBytes == 0 {
 		o.MaxInFlightBytes = max(DefaultMaxInFlightBytes, 4*o.MaxBodyBytes)
 	}
@@ -183,6 +195,9 @@ func (o Options) validate() error {
 	var errs []error
 	if o.MaxBodyBytes < 0 {
 		errs = append(errs, fmt.Errorf("max body bytes %d: must be positive", o.MaxBodyBytes))
+	}
+	if o.MaxEventBytes < 0 || o.MaxEventBytes > maxKafkaBatchBytes-recordFraming {
+		errs = append(errs, fmt.Errorf("max event bytes %d: must be positive and at most %d", o.MaxEventBytes, maxKafkaBatchBytes-recordFraming))
 	}
 	if o.MaxInFlightBytes < 4*o.MaxBodyBytes {
 		errs = append(errs, fmt.Errorf("max in-flight bytes %d: must be at least 4 × max body bytes (%d), so that a request at the body limit fits", o.MaxInFlightBytes, 4*o.MaxBodyBytes))

@@ -22,6 +22,14 @@ const producerLinger = 5 * time.Millisecond
 
 // NewProducer returns the Kafka client capture produces with: idempotent, acks=all,
 // lz4-compressed batches, records failed after opts.ProduceTimeout.
+// Kafka's sizes: franz-go's default batch limit, the protocol's largest, and what a
+// record's framing and capture's headers add to an event's key and value at most.
+const (
+	defaultKafkaBatchBytes = 1_000_012
+	maxKafkaBatchBytes     = 1<<31 - 1
+	recordFraming          = 4096
+)
+
 func NewProducer(opts Options) (*kgo.Client, error) {
 	opts = opts.withDefaults()
 	kopts := []kgo.Opt{
@@ -31,6 +39,9 @@ func NewProducer(opts Options) (*kgo.Client, error) {
 		kgo.ProducerLinger(producerLinger),
 		kgo.ProducerBatchCompression(kgo.Lz4Compression(), kgo.SnappyCompression(), kgo.NoCompression()),
 		kgo.RecordDeliveryTimeout(opts.ProduceTimeout),
+		// Room for the largest event capture lets through; the broker's topic limit
+		// still applies.
+		kgo.ProducerBatchMaxBytes(int32(max(defaultKafkaBatchBytes, opts.MaxEventBytes+recordFraming))),
 	}
 	cl, err := kgo.NewClient(append(kopts, opts.KafkaOpts...)...)
 	if err != nil {
