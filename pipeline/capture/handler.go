@@ -314,7 +314,7 @@ func (h *Handler) produce(ctx context.Context, recs []*kgo.Record) *apiError {
 		if n := recordBytes(r); n > h.opts.MaxEventBytes {
 			h.m.produceFails.WithLabelValues("too_large").Inc()
 			return &apiError{status: http.StatusRequestEntityTooLarge, kind: "validation_error", code: "event_too_large",
-				detail: fmt.Sprintf("events[%d]: %d bytes, more than the %d an event may take in Kafka; none of the request's events was stored", i, n, h.opts.MaxEventBytes)}
+				detail: fmt.Sprintf("events[%d]: %d bytes, larger than Kafka accepts (%d, -capture-max-event-bytes); none of the request's events was stored", i, n, h.opts.MaxEventBytes)}
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.opts.ProduceTimeout)
