@@ -31,6 +31,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/flagwatch/flagwatch/pipeline/alert"
 	"github.com/flagwatch/flagwatch/pipeline/analyze"
 	"github.com/flagwatch/flagwatch/pipeline/broker"
 	"github.com/flagwatch/flagwatch/pipeline/config"
@@ -41,6 +42,7 @@ import (
 	"github.com/flagwatch/flagwatch/pipeline/slack"
 	"github.com/flagwatch/flagwatch/pipeline/store"
 	"github.com/flagwatch/flagwatch/pipeline/synth"
+	"github.com/flagwatch/flagwatch/pipeline/users"
 	"github.com/flagwatch/flagwatch/pipeline/web"
 )
 
@@ -101,6 +103,8 @@ defaults:
   min_users_per_variant: 100
   min_duration: 24h
   slack_channel: "#growth"
+  expose_users: true
+  recordings_url: "https://us.posthog.com/project/1/replay/{session_id}"
 core_metrics:
   - {name: pageviews, kind: count, event: $pageview}
 flags:
@@ -213,6 +217,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	var out bytes.Buffer
 	if err := analyze.Run(ctx, analyze.Options{Brokers: kc.Addrs(), ClickHouseDSN: dsn, ConfigPath: cfgPath, Once: true,
 		Stdout: &out, Logger: o.Logger, Replica: "demo", Now: func() time.Time { return o.Now },
+		Sessions: func(conn store.Conn, mons *config.Monitors) func(context.Context, string, alert.Finding) *alert.Watch {
+			return users.Watcher(conn, mons, o.Logger)
+		},
 		Lookup: func(k string) (string, bool) {
 			if k == "ROLLBACK_HMAC_SECRET" {
 				return hmacSecret, true
