@@ -142,6 +142,19 @@ func LookupSecret(env string, lookup Lookup) (Secret, error) {
 	return s, err
 }
 
+// RequireSecret is LookupSecret for a secret that must be set: one set in neither
+// variable is an error naming both.
+func RequireSecret(env string, lookup Lookup) (Secret, error) {
+	s, err := LookupSecret(env, lookup)
+	if err != nil {
+		return s, err
+	}
+	if !s.IsSet() {
+		return s, fmt.Errorf("environment variable %s (or %s_FILE) is not set", env, env)
+	}
+	return s, nil
+}
+
 func (s *Secret) fromEnv(lookup Lookup) error {
 	fileVar := s.env + "_FILE"
 	v, hasValue := lookup(s.env)

@@ -136,6 +136,12 @@ func TestLookupSecretPrefixedName(t *testing.T) {
 	s, err = LookupSecret("ROLLBACK_HMAC_SECRET", env(nil))
 	require.NoError(t, err)
 	require.False(t, s.IsSet())
+
+	_, err = RequireSecret("ROLLBACK_HMAC_SECRET", env(nil))
+	require.EqualError(t, err, "environment variable ROLLBACK_HMAC_SECRET (or ROLLBACK_HMAC_SECRET_FILE) is not set")
+	s, err = RequireSecret("ROLLBACK_HMAC_SECRET", env(map[string]string{"ROLLBACK_HMAC_SECRET": "k"}))
+	require.NoError(t, err)
+	require.Equal(t, "k", s.Reveal())
 }
 
 func TestSecretNeverPrinted(t *testing.T) {

@@ -85,31 +85,20 @@ func New(cfg *config.Rollback, lookup config.Lookup, opts Options) (Actions, err
 	}
 	var as Actions
 	if w := cfg.Webhook; w != nil {
-		secret, err := requireSecret(w.SecretEnv, lookup)
+		secret, err := config.RequireSecret(w.SecretEnv, lookup)
 		if err != nil {
 			return nil, fmt.Errorf("rollback webhook secret: %w", err)
 		}
 		as = append(as, NewWebhook(w.URL, secret, opts))
 	}
 	if p := cfg.PostHog; p != nil {
-		key, err := requireSecret(p.APIKeyEnv, lookup)
+		key, err := config.RequireSecret(p.APIKeyEnv, lookup)
 		if err != nil {
 			return nil, fmt.Errorf("rollback posthog api key: %w", err)
 		}
 		as = append(as, NewPostHog(p.Host, p.ProjectID, p.FlagID, key, opts))
 	}
 	return as, nil
-}
-
-func requireSecret(env string, lookup config.Lookup) (config.Secret, error) {
-	s, err := config.LookupSecret(env, lookup)
-	if err != nil {
-		return s, err
-	}
-	if !s.IsSet() {
-		return s, fmt.Errorf("environment variable %s (or %s_FILE) is not set", env, env)
-	}
-	return s, nil
 }
 
 // Options tune how actions call out. The zero value is ready to use.

@@ -54,30 +54,19 @@ func newSystem(p *Plan, lookup config.Lookup, opts rollback.Options) (system, er
 	r := p.Rollout
 	switch {
 	case r.PostHog != nil:
-		key, err := secret(r.PostHog.APIKeyEnv, lookup)
+		key, err := config.RequireSecret(r.PostHog.APIKeyEnv, lookup)
 		if err != nil {
 			return nil, fmt.Errorf("rollout posthog api key: %w", err)
 		}
 		return &posthog{api: rollback.NewFlagAPI(r.PostHog.Host, r.PostHog.ProjectID, r.PostHog.FlagID, key, opts)}, nil
 	case r.Webhook != nil:
-		key, err := secret(r.Webhook.SecretEnv, lookup)
+		key, err := config.RequireSecret(r.Webhook.SecretEnv, lookup)
 		if err != nil {
 			return nil, fmt.Errorf("rollout webhook secret: %w", err)
 		}
 		return &webhook{hook: rollback.NewWebhook(r.Webhook.URL, key, opts), url: r.Webhook.URL}, nil
 	}
 	return nil, errors.New("the plan names no flag system")
-}
-
-func secret(env string, lookup config.Lookup) (config.Secret, error) {
-	s, err := config.LookupSecret(env, lookup)
-	if err != nil {
-		return s, err
-	}
-	if !s.IsSet() {
-		return s, fmt.Errorf("environment variable %s (or %s_FILE) is not set", env, env)
-	}
-	return s, nil
 }
 
 // posthog changes a PostHog flag's release conditions.
