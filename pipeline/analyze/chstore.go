@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -112,27 +113,30 @@ func (s *chStore) history(ctx context.Context) (*history, error) {
 
 // recordResults appends the pass's rows, and its cohort rows, to the history.
 func (s *chStore) recordResults(ctx context.Context, pass *Pass) error {
-	if len(pass.Rows)+len(pass.Cohorts) == 0 {
+	if len(pass.Rows)+len(pass.Cohorts)+len(pass.Properties) == 0 {
 		return nil
 	}
 	b, err := s.conn.PrepareBatch(ctx, `INSERT INTO analysis_results (pass_time, pass_id, flag, metric,
 		segment_property, segment_value, variant, n, control_n, mean, control_mean, lift, se, ci_low, ci_high,
-		p, chance_to_win, cuped, decision, reason)`)
+		p, chance_to_win, cuped, decision, reason, discovered)`)
 	if err != nil {
 		return fmt.Errorf("prepare results insert: %w", err)
 	}
-	for _, r := range slices.Concat(pass.Rows, pass.Cohorts) {
+	for _, r := range slices.Concat(pass.Rows, pass.Cohorts, pass.Properties) {
 		var sp, sv string
 		if r.Segment != nil {
 			sp, sv = r.Segment.Property, r.Segment.ValueString()
 		}
-		var cuped uint8
+		var cuped, discovered uint8
 		if r.CUPED {
 			cuped = 1
 		}
+		if r.Discovered {
+			discovered = 1
+		}
 		if err := b.Append(pass.Time.UTC(), pass.ID, r.Flag, r.Metric, sp, sv, r.Variant, uint64(max(r.N, 0)),
 			uint64(max(r.ControlN, 0)), finite(r.Mean), finite(r.ControlMean), finite(r.Lift), finite(r.SE),
-			finite(r.CI[0]), finite(r.CI[1]), finite(r.P), finite(r.ChanceToWin), cuped, r.Decision, r.Reason); err != nil {
+			finite(r.CI[0]), finite(r.CI[1]), finite(r.P), finite(r.ChanceToWin), cuped, r.Decision, r.Reason, discovered); err != nil {
 			_ = b.Abort()
 			return fmt.Errorf("append result row: %w", err)
 		}
@@ -178,7 +182,7 @@ func (s *chStore) recordAlerts(ctx context.Context, pass *Pass, emitted []emitte
 }
 
 func currentGeneration(ctx context.Context, conn store.Conn, planID uint64) (*generation, error) {
-	rows, err := conn.Query(ctx, fmt.Sprintf(`SELECT gen, built_ms, max(watermark) AS w FROM analysis_generations
+	rows, err := conn.Query(ctx, fmt.Sprintf(`SELECT gen, built_ms, max(watermark) AS w, any(discovered) FROM analysis_generations
 		WHERE plan = %d GROUP BY gen, built_ms HAVING w > toDateTime(0) ORDER BY built_ms DESC LIMIT 1`, planID))
 	if err != nil {
 		return nil, fmt.Errorf("read generation: %w", err)
@@ -188,18 +192,30 @@ func currentGeneration(ctx context.Context, conn store.Conn, planID uint64) (*ge
 		return nil, rows.Err()
 	}
 	g := &generation{}
-	if err := rows.Scan(&g.gen, &g.builtMs, &g.watermark); err != nil {
+	var disc string
+	if err := rows.Scan(&g.gen, &g.builtMs, &g.watermark, &disc); err != nil {
 		return nil, fmt.Errorf("scan generation: %w", err)
+	}
+	if disc != "" {
+		if err := json.Unmarshal([]byte(disc), &g.discovered); err != nil {
+			return nil, fmt.Errorf("generation %d: discovered properties %q: %w", g.gen, disc, err)
+		}
 	}
 	return g, rows.Err()
 }
 
 func recordGeneration(ctx context.Context, conn store.Conn, planID uint64, g *generation, passID string) error {
-	b, err := conn.PrepareBatch(ctx, "INSERT INTO analysis_generations (plan, gen, built_ms, watermark, pass_id)")
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO analysis_generations (plan, gen, built_ms, watermark, pass_id, discovered)")
 	if err != nil {
 		return fmt.Errorf("prepare generation: %w", err)
 	}
-	if err := b.Append(planID, g.gen, g.builtMs, g.watermark, passID); err != nil {
+	var disc []byte
+	if len(g.discovered) > 0 {
+		if disc, err = json.Marshal(g.discovered); err != nil {
+			return fmt.Errorf("encode discovered properties: %w", err)
+		}
+	}
+	if err := b.Append(planID, g.gen, g.builtMs, g.watermark, passID, string(disc)); err != nil {
 		return fmt.Errorf("append generation: %w", err)
 	}
 	if err := b.Send(); err != nil {
@@ -212,8 +228,17 @@ func recordGeneration(ctx context.Context, conn store.Conn, planID uint64, g *ge
 // set to, else from the plan's generation, built if there is none (or it is older than
 // RebuildEvery) and otherwise brought up to date with the users touched since its
 // watermark.
+//
+// The plan's discovered properties are chosen (discover) when a pass recomputes
+// everything and when a generation is built; the passes in between keep the
+// generation's, whose values its rows carry. With -rebuild-every 0 (or longer than
+// discoveryRefresh) a generation that old is rebuilt when discovery would choose
+// differently, so a new flag's properties are found within a day.
 func (s *chStore) cells(ctx context.Context, p *plan, ratioPairs [][2]int, passID string) (map[cellKey]*cell, error) {
 	if s.recomputeAll || len(p.measures) == 0 {
+		if err := s.discover(ctx, p); err != nil {
+			return nil, err
+		}
 		return p.run(ctx, s.conn, ratioPairs)
 	}
 	planID := p.id(ratioPairs)
@@ -226,6 +251,24 @@ func (s *chStore) cells(ctx context.Context, p *plan, ratioPairs [][2]int, passI
 		return nil, err
 	}
 	rebuild := g == nil || (s.rebuildEvery > 0 && now.Sub(time.UnixMilli(g.builtMs)) >= s.rebuildEvery)
+	switch {
+	case rebuild:
+		if err := s.discover(ctx, p); err != nil {
+			return nil, err
+		}
+	case p.discovery.on() && now.Sub(time.UnixMilli(g.builtMs)) >= discoveryRefresh:
+		if err := s.discover(ctx, p); err != nil {
+			return nil, err
+		}
+		if rebuild = !sameDiscovered(p.discovered, g.discovered); rebuild {
+			s.log.Info("property discovery chose other properties; rebuilding the incremental state", "plan", planID,
+				"was", len(g.discovered), "now", len(p.discovered))
+		} else {
+			p.discovered = g.discovered
+		}
+	default:
+		p.discovered = g.discovered
+	}
 	// One writer at a time: two passes applying the same users' rows would count them
 	// twice until those users are touched again. The scheduled passes already hold a
 	// slot lease; this one also covers `analyzer once` and a pass that outlives its slot.
@@ -294,7 +337,7 @@ func (s *chStore) trimTouched(ctx context.Context, now time.Time) {
 func (s *chStore) buildGeneration(ctx context.Context, p *plan, ratioPairs [][2]int, planID uint64, now time.Time, passID string) (*generation, error) {
 	h := fnv.New64a()
 	fmt.Fprintf(h, "%d|%d|%s", planID, now.UnixNano(), s.replica)
-	g := &generation{gen: h.Sum64() >> 1, builtMs: now.UnixMilli(), watermark: time.Unix(0, 0)}
+	g := &generation{gen: h.Sum64() >> 1, builtMs: now.UnixMilli(), watermark: time.Unix(0, 0), discovered: p.discovered}
 	// Recorded with a zero watermark first: a build that dies half-way is known, and
 	// the next build drops its partition.
 	if err := recordGeneration(ctx, s.conn, planID, g, passID); err != nil {
@@ -365,6 +408,107 @@ func readCells(ctx context.Context, conn store.Conn, gen uint64, measures, ratio
 		out[k] = c
 	}
 	return out, rows.Err()
+}
+
+// discoveryRefresh is how old a generation may get before a pass checks whether property
+// discovery would choose other properties, when rebuilds are rarer than that.
+const discoveryRefresh = 24 * time.Hour
+
+// segmentSetsRE matches the "key":"value" members of a segment property set (the rule
+// of event.SegmentProps and of 0030's column default).
+const segmentSetsRE = `'"(?:[^"\\\\]|\\\\.){1,100}":"(?:[^"\\\\]|\\\\.){0,100}"'`
+
+// discover sets p's discovered properties from flag_segment_sets (preselect), for the
+// flags with discovery on. It reads exposures per (flag, property set), never the
+// per-user state, so it costs a pass little.
+func (s *chStore) discover(ctx context.Context, p *plan) error {
+	p.discovered = nil
+	if !p.discovery.on() {
+		return nil
+	}
+	flags := make([]string, 0, len(p.discovery.caps))
+	for f := range p.discovery.caps {
+		flags = append(flags, f)
+	}
+	sort.Strings(flags)
+	// Per (flag, property, value), exposures: the sets' members joined to the sets'
+	// counts. A set names a property once per place it appears; arrayDistinct keeps a
+	// value counted once per set.
+	values := `SELECT flag, substring(kv, 2, position(kv, '":"') - 2) AS k,
+		substring(kv, position(kv, '":"') + 3, length(kv) - position(kv, '":"') - 3) AS v, sum(c) AS c
+	FROM (
+		SELECT flag, c, kvs FROM (
+			SELECT flag, id, sum(exposures) AS c FROM flag_segment_sets WHERE flag IN ` + inList(flags) + ` GROUP BY flag, id
+		) AS f ALL INNER JOIN (
+			SELECT id, arrayDistinct(extractAll(any(segments), ` + segmentSetsRE + `)) AS kvs FROM segment_sets GROUP BY id
+		) AS s USING id
+	) ARRAY JOIN kvs AS kv
+	GROUP BY flag, k, v`
+	st := setStats{total: map[string]float64{}, byProp: map[string]map[string]float64{}, values: map[string]map[string][]valueCount{}}
+	rows, err := s.conn.Query(ctx, `SELECT flag, k, sum(c) FROM (`+values+`) GROUP BY flag, k
+	UNION ALL SELECT flag, '', sum(exposures) FROM flag_segment_sets WHERE flag IN `+inList(flags)+` GROUP BY flag`)
+	if err != nil {
+		return fmt.Errorf("query segment properties per flag: %w", err)
+	}
+	for rows.Next() {
+		var flag, k string
+		var n uint64
+		if err := rows.Scan(&flag, &k, &n); err != nil {
+			rows.Close()
+			return fmt.Errorf("scan segment properties per flag: %w", err)
+		}
+		if k == "" {
+			st.total[flag] = float64(n)
+			continue
+		}
+		if st.byProp[flag] == nil {
+			st.byProp[flag] = map[string]float64{}
+		}
+		st.byProp[flag][k] = float64(n)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read segment properties per flag: %w", err)
+	}
+	rows, err = s.conn.Query(ctx, fmt.Sprintf(`SELECT flag, k, v, c FROM (%s) WHERE c >= %d
+	ORDER BY flag, k, c DESC, v LIMIT %d BY flag, k`, values, 2*p.discovery.minUsers, 2*p.discovery.values+1))
+	if err != nil {
+		return fmt.Errorf("query segment values per flag: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var flag, k, v string
+		var n uint64
+		if err := rows.Scan(&flag, &k, &v, &n); err != nil {
+			return fmt.Errorf("scan segment values per flag: %w", err)
+		}
+		// The set keeps the JSON text of a value; the pass compares it with
+		// visitParamExtractString's, unescaped.
+		var plain string
+		if err := json.Unmarshal([]byte(`"`+v+`"`), &plain); err != nil {
+			continue
+		}
+		if st.values[flag] == nil {
+			st.values[flag] = map[string][]valueCount{}
+		}
+		st.values[flag][k] = append(st.values[flag][k], valueCount{plain, float64(n)})
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read segment values per flag: %w", err)
+	}
+	p.discovered = preselect(st, p.discovery, p.segments)
+	return nil
+}
+
+// inList renders xs as the right side of IN: ('a', 'b').
+func inList(xs []string) string {
+	l := store.QuoteList(xs)
+	return "(" + l[1:len(l)-1] + ")"
+}
+
+// sameDiscovered reports whether two plans extract the same discovered properties.
+func sameDiscovered(a, b []discoveredProp) bool {
+	return slices.EqualFunc(a, b, func(x, y discoveredProp) bool { return x.Name == y.Name && slices.Equal(x.Values, y.Values) })
 }
 
 // Lease claims a pass slot for this replica; false means another replica has it.

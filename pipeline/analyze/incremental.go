@@ -33,7 +33,9 @@ var touchMargin = 5 * time.Minute
 // pre-period and ratio pairs. A new layout needs a new generation.
 func (p *plan) id(ratioPairs [][2]int) uint64 {
 	h := fnv.New64a()
-	fmt.Fprintf(h, "v2|pre=%d|", p.pre) // v2: excluded-value counts after the ratio terms
+	// v2: excluded-value counts after the ratio terms; v3: segment values' exposure-day
+	// cohorts, and the discovered properties of each generation after the configured.
+	fmt.Fprintf(h, "v3|pre=%d|", p.pre)
 	for _, m := range p.measures {
 		fmt.Fprintf(h, "m=%s|", m.key())
 	}
@@ -51,13 +53,9 @@ func (p *plan) id(ratioPairs [][2]int) uint64 {
 func (p *plan) contributionsSQL(ratioPairs [][2]int, gen uint64, touched string) string {
 	ps := p.pairs(ratioPairs, touched)
 	var props, segs, terms []string
-	for i, s := range p.segments {
-		props = append(props, quote(s))
-		if s == ExposureDay {
-			segs = append(segs, fmt.Sprintf("toString(a_s%d)", i))
-		} else {
-			segs = append(segs, fmt.Sprintf("a_s%d", i))
-		}
+	for _, t := range p.segmentTuples() {
+		props = append(props, t[0])
+		segs = append(segs, t[1])
 	}
 	for i := range p.measures {
 		terms = append(terms, fmt.Sprintf("m%d", i), fmt.Sprintf("m%d * m%d", i, i), fmt.Sprintf("q%d", i),
@@ -98,6 +96,8 @@ type generation struct {
 	gen       uint64
 	builtMs   int64
 	watermark time.Time // users touched before it are in the generation's cells
+	// discovered are the properties its rows carry besides the plan's segments.
+	discovered []discoveredProp
 }
 
 func at(xs []float64, i int) float64 {
