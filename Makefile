@@ -51,7 +51,7 @@ bench-ingest: deps ## ingest (with and without the join) vs ClickHouse's Kafka e
 
 .PHONY: bench-analyzer
 bench-analyzer: deps ## analyzer passes (incremental, from scratch, rebuild) vs one plain scan of the events table
-	$(GO) test -run '^$$' -bench BenchmarkAnalyzerPass -benchtime 1x -timeout 60m -v ./pipeline/analyze/
+	$(GO) test -run '^$$' -bench BenchmarkAnalyzerPass -benchtime 1x -timeout 120m -v ./pipeline/analyze/
 
 .PHONY: bench-capture
 bench-capture: ## capture under wrk load

@@ -73,8 +73,8 @@ type discoveredProp struct {
 	Values []string `json:"values"`
 }
 
-// fold is the SQL of the property's value from x, the extracted value: x when kept, ''
-// when unset, otherValue otherwise.
+// fold is the SQL of the property's value from x, the extracted value: x when kept,
+// empty when unset, otherValue otherwise.
 func (d discoveredProp) fold(x string) string {
 	if len(d.Values) == 0 {
 		return fmt.Sprintf("if(%s = '', '', %s)", x, quote(otherValue))
