@@ -191,6 +191,9 @@ type monitor struct {
 	// SDK call, a test user. They are reported, never allowed to hide the real arms.
 	unexpected []string
 	metrics    []metricPlan
+	// keys are the flag's cells in the pass, so that per-flag work does not scan every
+	// flag's cells.
+	keys []cellKey
 }
 
 type metricPlan struct {
@@ -245,7 +248,12 @@ func (a *Analyzer) Run(ctx context.Context) (*Pass, error) {
 // tests share one false-discovery-rate correction across the pass (discover.go).
 func (a *Analyzer) decide(monitors []*monitor, infos map[string]*flagInfo, cells map[cellKey]*cell, latched map[string]string, now time.Time) (rows, cohorts, props []Row) {
 	addVariants(infos, cells)
+	keys := map[string][]cellKey{}
+	for k := range cells {
+		keys[k.flag] = append(keys[k.flag], k)
+	}
 	for _, m := range monitors {
+		m.keys = keys[m.flag.Key]
 		fi := infos[m.flag.Key]
 		var vs []string
 		if fi != nil {

@@ -36,7 +36,7 @@ var benchStart = time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
 
 // benchMonitors is the monitors file of the benchmark: 50 declared flags (every tenth
 // with three variants), three metrics of three kinds, three segment properties.
-func benchMonitors(b *testing.B) *config.Monitors {
+func benchMonitors(b testing.TB) *config.Monitors {
 	var y strings.Builder
 	y.WriteString(`defaults:
   segments: [$geoip_country_code, plan, $browser]
@@ -211,19 +211,39 @@ func benchPass(b *testing.B, base, suffix string, d benchData) {
 		last                          *Pass
 		newEvents, newExposures       int
 	}
+	// Passes are timed on a settled server (no background merge left from the load or
+	// the previous pass), the recomputing and the incremental pass twice, best of two:
+	// on this 2-core box one merge running beside a pass doubles it.
 	run := func(label string, mons *config.Monitors) passes {
 		var ps passes
 		a.Monitors, a.RecomputeAll, a.RebuildEvery = mons, true, 0
-		ps.recompute, ps.qs, _ = timed(label + ": pass recomputing every (flag, user)")
+		for i := range 2 {
+			b.StopTimer()
+			benchSettle(b, ctx, conn)
+			b.StartTimer()
+			took, qs, _ := timed(label + ": pass recomputing every (flag, user)")
+			if i == 0 || took < ps.recompute {
+				ps.recompute, ps.qs = took, qs
+			}
+		}
 		a.RecomputeAll = false
 		a.RebuildEvery = time.Nanosecond // build, even over a kept database's state
+		b.StopTimer()
+		benchSettle(b, ctx, conn)
+		b.StartTimer()
 		ps.build, _, _ = timed(label + ": first incremental pass (builds the state)")
 		a.RebuildEvery = 0
-		b.StopTimer()                       // ns/op is the passes, not the setup between them
-		time.Sleep(1100 * time.Millisecond) // touched_users has second resolution
-		ps.newEvents, ps.newExposures = benchNewData(b, ctx, conn, d, 20*time.Minute)
-		b.StartTimer()
-		ps.incremental, _, ps.last = timed(label + ": incremental pass")
+		for i := range 2 {
+			b.StopTimer()                       // ns/op is the passes, not the setup between them
+			time.Sleep(1100 * time.Millisecond) // touched_users has second resolution
+			ev, ex := benchNewData(b, ctx, conn, d, 20*time.Minute)
+			benchSettle(b, ctx, conn)
+			b.StartTimer()
+			took, _, last := timed(label + ": incremental pass")
+			if i == 0 || took < ps.incremental {
+				ps.incremental, ps.last, ps.newEvents, ps.newExposures = took, last, ev, ex
+			}
+		}
 		return ps
 	}
 	touchMargin = 0 // the new data below stands for the look-back as well

@@ -347,6 +347,9 @@ func (s *chStore) buildGeneration(ctx context.Context, p *plan, ratioPairs [][2]
 	if err := s.conn.Exec(ctx, p.contributionsSQL(ratioPairs, g.gen, "")); err != nil {
 		return nil, fmt.Errorf("build contributions: %w", err)
 	}
+	if err := s.conn.Exec(ctx, cellSumsSQL(g.gen)); err != nil {
+		return nil, fmt.Errorf("sum the built contributions into cells: %w", err)
+	}
 	g.watermark = now
 	if err := recordGeneration(ctx, s.conn, planID, g, passID); err != nil {
 		return nil, err
@@ -379,32 +382,40 @@ func (s *chStore) buildGeneration(ctx context.Context, p *plan, ratioPairs [][2]
 }
 
 // readCells reads generation gen's cells; each cell's summed terms are, per measure, Σx,
-// Σx², Σq, Σq², Σx·q, then each ratio pair's Σx·y (see contributionsSQL).
+// Σx², Σq, Σq², Σx·q, then each ratio pair's Σx·y, then each measure's count of values
+// left out (see contributionsSQL). The terms come back as columns rather than one array
+// per cell: a pass reads tens of thousands of cells, and scanning an array allocates.
 func readCells(ctx context.Context, conn store.Conn, gen uint64, measures, ratios int) (map[cellKey]*cell, error) {
-	rows, err := conn.Query(ctx, fmt.Sprintf(`SELECT flag, variant, seg_prop, seg_value, sumMerge(n_state) AS n, sumForEachMerge(s_state)
-		FROM cell_sums WHERE gen = %d GROUP BY flag, variant, seg_prop, seg_value HAVING n > 0`, gen))
+	terms := 5*measures + ratios + measures
+	cols := make([]string, terms)
+	for i := range cols {
+		cols[i] = fmt.Sprintf("s[%d]", i+1) // 0 past the end, as for a generation with fewer
+	}
+	rows, err := conn.Query(ctx, fmt.Sprintf(`SELECT flag, variant, seg_prop, seg_value, n, %s FROM (
+		SELECT flag, variant, seg_prop, seg_value, sumMerge(n_state) AS n, sumForEachMerge(s_state) AS s
+		FROM cell_sums WHERE gen = %d GROUP BY flag, variant, seg_prop, seg_value HAVING n > 0)`, strings.Join(cols, ", "), gen))
 	if err != nil {
 		return nil, fmt.Errorf("query cells: %w", err)
 	}
 	defer rows.Close()
 	out := map[cellKey]*cell{}
+	vals := make([]float64, terms)
+	var k cellKey
+	var n int64
+	dest := []any{&k.flag, &k.variant, &k.segProp, &k.segValue, &n}
+	for i := range vals {
+		dest = append(dest, &vals[i])
+	}
 	for rows.Next() {
-		var k cellKey
-		var n int64
-		var s []float64
-		if err := rows.Scan(&k.flag, &k.variant, &k.segProp, &k.segValue, &n, &s); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return nil, fmt.Errorf("scan cells: %w", err)
 		}
 		c := &cell{n: uint64(n), m: make([]moments, measures), ratios: make([]float64, ratios), bad: make([]float64, measures)}
 		for i := range c.m {
-			c.m[i] = moments{sum: at(s, 5*i), sumSq: at(s, 5*i+1), pre: at(s, 5*i+2), preSq: at(s, 5*i+3), cross: at(s, 5*i+4)}
+			c.m[i] = moments{sum: vals[5*i], sumSq: vals[5*i+1], pre: vals[5*i+2], preSq: vals[5*i+3], cross: vals[5*i+4]}
 		}
-		for i := range c.ratios {
-			c.ratios[i] = at(s, 5*measures+i)
-		}
-		for i := range c.bad {
-			c.bad[i] = at(s, 5*measures+ratios+i)
-		}
+		copy(c.ratios, vals[5*measures:])
+		copy(c.bad, vals[5*measures+ratios:])
 		out[k] = c
 	}
 	return out, rows.Err()

@@ -404,8 +404,8 @@ const minShiftPoints = 5
 // arrives). It also returns each cohort's row, the series itself.
 func (a *Analyzer) shifts(m *monitor, mp metricPlan, cells map[cellKey]*cell) (rows, cohorts []Row) {
 	var days []string
-	for k := range cells {
-		if k.flag == m.flag.Key && k.segProp == ExposureDay && k.variant == m.variants[0] {
+	for _, k := range m.keys {
+		if k.segProp == ExposureDay && k.variant == m.variants[0] {
 			days = append(days, k.segValue)
 		}
 	}

@@ -223,15 +223,15 @@ func (a *Analyzer) properties(m *monitor, cells map[cellKey]*cell) []property {
 	f := m.flag
 	d := a.Monitors.Defaults
 	raw := map[string][]string{}
-	for k := range cells {
-		if k.flag == f.Key && k.segProp != "" && k.segProp != ExposureDay && !strings.HasPrefix(k.segProp, crossPrefix) &&
+	for _, k := range m.keys {
+		if k.segProp != "" && k.segProp != ExposureDay && !strings.HasPrefix(k.segProp, crossPrefix) &&
 			k.variant == m.variants[0] && !slices.Contains(raw[k.segProp], k.segValue) {
 			raw[k.segProp] = append(raw[k.segProp], k.segValue)
 		}
 	}
 	// A value seen only in a test arm still has cells there: collect every arm's.
-	for k := range cells {
-		if k.flag == f.Key && raw[k.segProp] != nil && slices.Contains(m.variants, k.variant) && !slices.Contains(raw[k.segProp], k.segValue) {
+	for _, k := range m.keys {
+		if raw[k.segProp] != nil && slices.Contains(m.variants, k.variant) && !slices.Contains(raw[k.segProp], k.segValue) {
 			raw[k.segProp] = append(raw[k.segProp], k.segValue)
 		}
 	}
@@ -300,7 +300,7 @@ func (a *Analyzer) properties(m *monitor, cells map[cellKey]*cell) []property {
 	found = found[:min(len(found), f.AutoSegmentsMax)]
 	for _, p := range found {
 		if len(p.small) > 0 {
-			foldCells(cells, f.Key, p.name, p.small)
+			foldCells(cells, m, p.name, p.small)
 		}
 	}
 	return append(out, found...)
@@ -308,7 +308,8 @@ func (a *Analyzer) properties(m *monitor, cells map[cellKey]*cell) []property {
 
 // foldCells replaces, in every variant and exposure-day cohort, the cells of small
 // values of a property by one otherValue cell holding their sums.
-func foldCells(cells map[cellKey]*cell, flag, prop string, small []string) {
+func foldCells(cells map[cellKey]*cell, m *monitor, prop string, small []string) {
+	flag := m.flag.Key
 	folded := map[cellKey]*cell{}
 	add := func(k cellKey, c *cell) {
 		if folded[k] == nil {
@@ -316,10 +317,8 @@ func foldCells(cells map[cellKey]*cell, flag, prop string, small []string) {
 		}
 		folded[k].add(c, 1)
 	}
-	for k, c := range cells {
-		if k.flag != flag {
-			continue
-		}
+	for _, k := range m.keys {
+		c := cells[k]
 		switch {
 		case k.segProp == prop && slices.Contains(small, k.segValue):
 			add(cellKey{flag, k.variant, prop, otherValue}, c)
@@ -331,6 +330,9 @@ func foldCells(cells map[cellKey]*cell, flag, prop string, small []string) {
 		}
 	}
 	for k, c := range folded {
+		if cells[k] == nil {
+			m.keys = append(m.keys, k)
+		}
 		cells[k] = c
 	}
 }
@@ -359,12 +361,6 @@ func (c *cell) add(o *cell, sign float64) {
 	}
 }
 
-// clone is a copy of c.
-func (c *cell) clone() *cell {
-	out := &cell{n: c.n, m: slices.Clone(c.m), ratios: slices.Clone(c.ratios), bad: slices.Clone(c.bad)}
-	return out
-}
-
 // momentsOf is a cell's sufficient statistics for metric mp, with the CUPED covariate
 // when pre is set.
 func momentsOf(c *cell, mp metricPlan, pre bool) stats.Moments {
@@ -377,6 +373,18 @@ func momentsOf(c *cell, mp metricPlan, pre bool) stats.Moments {
 		mo.Pre = &stats.PrePeriod{Sum: x.pre, SumSq: x.preSq, Cross: x.cross}
 	}
 	return mo
+}
+
+// minus is a's sums less b's: the users of a who are not in b.
+func minus(a, b stats.Moments) stats.Moments {
+	out := stats.Moments{N: a.N - b.N, Sum: a.Sum - b.Sum, SumSq: a.SumSq - b.SumSq}
+	if a.Pre != nil && b.Pre != nil {
+		out.Pre = &stats.PrePeriod{Sum: a.Pre.Sum - b.Pre.Sum, SumSq: a.Pre.SumSq - b.Pre.SumSq, Cross: a.Pre.Cross - b.Pre.Cross}
+	}
+	if a.Den != nil && b.Den != nil {
+		out.Den = &stats.Denominator{Sum: a.Den.Sum - b.Den.Sum, SumSq: a.Den.SumSq - b.Den.SumSq, Cross: a.Den.Cross - b.Den.Cross}
+	}
+	return out
 }
 
 // family is one discovered property's heterogeneity test for one metric and test
@@ -399,6 +407,7 @@ type family struct {
 type pendingCorrelation struct {
 	row    Row
 	effect stats.Effect
+	fixed  stats.Interval // at α
 }
 
 // correlations compares, for each value of prop and each compared variant, the metric
@@ -418,15 +427,14 @@ func (a *Analyzer) correlations(m *monitor, mp metricPlan, p property, cells map
 			if c == nil || c.n < 2 || total.n < c.n+2 {
 				continue
 			}
-			rest := total.clone()
-			rest.add(c, -1)
-			e, err := stats.RelativeLift(kind, momentsOf(rest, mp, false), momentsOf(c, mp, false))
+			own := momentsOf(c, mp, false)
+			e, err := stats.RelativeLift(kind, minus(momentsOf(total, mp, false), own), own)
 			if err != nil {
 				continue
 			}
 			value := val
-			out = append(out, pendingCorrelation{effect: e, row: Row{Flag: m.flag.Key, Metric: mp.cfg.Name,
-				Segment: &Segment{Property: p.name, Value: &value}, Variant: v, N: int64(c.n), ControlN: int64(rest.n),
+			out = append(out, pendingCorrelation{effect: e, fixed: e.Fixed(a.Monitors.Defaults.Alpha), row: Row{Flag: m.flag.Key, Metric: mp.cfg.Name,
+				Segment: &Segment{Property: p.name, Value: &value}, Variant: v, N: int64(c.n), ControlN: int64(total.n - c.n),
 				Mean: e.TestMean, ControlMean: e.ControlMean, Lift: e.Lift, SE: e.SE, Decision: Correlation,
 				Discovered: p.discovered, PropertiesTried: tried}})
 		}
@@ -445,7 +453,7 @@ func resolveCorrelations(pending []pendingCorrelation, alpha float64) []Row {
 	}
 	ps := make([]float64, len(pending))
 	for i, c := range pending {
-		ps[i] = c.effect.Fixed(alpha).P
+		ps[i] = c.fixed.P
 	}
 	sel := stats.SelectFamilies(ps, alpha)
 	r := 0
@@ -466,8 +474,7 @@ func resolveCorrelations(pending []pendingCorrelation, alpha float64) []Row {
 			row.Reason = fmt.Sprintf("correlated: %s %s %s (adjusted p = %.2g; interval at the false-coverage level for the %d correlated of %d tested)",
 				what, pct(row.Lift), interval(row.CI), row.P, r, len(pending))
 		} else {
-			iv := c.effect.Fixed(alpha)
-			row.CI = [2]float64{iv.Lo, iv.Hi}
+			row.CI = [2]float64{c.fixed.Lo, c.fixed.Hi}
 			row.Reason = fmt.Sprintf("not correlated: %s %s %s (adjusted p = %.2g across %d tested)", what, pct(row.Lift), interval(row.CI), row.P, len(pending))
 		}
 		out[i] = row
@@ -623,61 +630,109 @@ type segmentSeries struct {
 // alarms never adds false ones.
 func (a *Analyzer) segmentShifts(m *monitor, props []property, cells map[cellKey]*cell, tried int) []Row {
 	d := a.Monitors.Defaults
-	days := map[string]bool{}
-	for k := range cells {
-		if k.flag == m.flag.Key && k.segProp == ExposureDay {
-			days[k.segValue] = true
-		}
-	}
-	if len(days) < minShiftPoints || len(m.variants) < 2 {
+	if len(m.variants) < 2 {
 		return nil
 	}
-	order := make([]string, 0, len(days))
-	for day := range days {
-		order = append(order, day)
+	// The flag's exposure-day cells and its values' cohort cells, by day and variant,
+	// found once for every metric.
+	variantIdx := map[string]int{}
+	for i, v := range m.variants {
+		variantIdx[v] = i
+	}
+	dayIdx := map[string]int{}
+	var order []string
+	for _, k := range m.keys {
+		if k.segProp == ExposureDay {
+			if _, ok := dayIdx[k.segValue]; !ok {
+				dayIdx[k.segValue] = 0
+				order = append(order, k.segValue)
+			}
+		}
+	}
+	if len(order) < minShiftPoints {
+		return nil
 	}
 	sort.Strings(order)
-	control := m.variants[0]
-	minUsers := uint64(d.MinUsersPerVariant)
+	for i, day := range order {
+		dayIdx[day] = i
+	}
+	grid := func() [][]*cell {
+		g := make([][]*cell, len(order))
+		for i := range g {
+			g[i] = make([]*cell, len(m.variants))
+		}
+		return g
+	}
+	dayCells := grid()
+	cohorts := map[[2]string][][]*cell{} // (property, value) → day → variant
+	for _, k := range m.keys {
+		vi, ok := variantIdx[k.variant]
+		if !ok {
+			continue
+		}
+		switch {
+		case k.segProp == ExposureDay:
+			dayCells[dayIdx[k.segValue]][vi] = cells[k]
+		case strings.HasPrefix(k.segProp, crossPrefix):
+			day, val, _ := strings.Cut(k.segValue, "/")
+			di, ok := dayIdx[day]
+			if !ok {
+				continue
+			}
+			key := [2]string{k.segProp[len(crossPrefix):], val}
+			if cohorts[key] == nil {
+				cohorts[key] = grid()
+			}
+			cohorts[key][di][vi] = cells[k]
+		}
+	}
+	minUsers := int64(d.MinUsersPerVariant)
 	pre := d.PrePeriod > 0
 	var series []segmentSeries
 	for _, mp := range m.metrics {
 		kind := stats.Kind(mp.cfg.Kind)
-		lift := func(c, t *cell) (stats.Point, bool) {
-			if c == nil || t == nil || c.n < minUsers || t.n < minUsers {
+		lift := func(c, t stats.Moments) (stats.Point, bool) {
+			if c.N < minUsers || t.N < minUsers {
 				return stats.Point{}, false
 			}
-			e, err := stats.RelativeLift(kind, momentsOf(c, mp, pre), momentsOf(t, mp, pre))
+			e, err := stats.RelativeLift(kind, c, t)
 			if err != nil {
 				return stats.Point{}, false
 			}
 			return stats.Point{Value: e.Lift, SE: e.SE}, true
 		}
-		restOf := func(variant, day string, seg *cell) *cell {
-			all := cells[cellKey{m.flag.Key, variant, ExposureDay, day}]
-			if all == nil || seg == nil || all.n < seg.n {
-				return nil
+		of := func(c *cell) stats.Moments {
+			if c == nil {
+				return stats.Moments{}
 			}
-			r := all.clone()
-			r.add(seg, -1)
-			return r
+			return momentsOf(c, mp, pre)
 		}
-		for _, variant := range m.variants[1:] {
+		// rest is the day's cohort of a variant less the segment's part of it.
+		rest := func(all *cell, seg stats.Moments) stats.Moments {
+			if all == nil || int64(all.n) < seg.N {
+				return stats.Moments{}
+			}
+			return minus(momentsOf(all, mp, pre), seg)
+		}
+		for vi := 1; vi < len(m.variants); vi++ {
 			for _, p := range props {
 				for _, val := range p.values {
-					s := segmentSeries{metric: mp.cfg.Name, variant: variant, prop: p.name, value: val, discovered: p.discovered}
-					for _, day := range order {
-						c := cells[crossKey(m.flag.Key, control, p.name, val, day)]
-						t := cells[crossKey(m.flag.Key, variant, p.name, val, day)]
+					g := cohorts[[2]string{p.name, val}]
+					if g == nil {
+						continue
+					}
+					s := segmentSeries{metric: mp.cfg.Name, variant: m.variants[vi], prop: p.name, value: val, discovered: p.discovered}
+					for di, day := range order {
+						c, t := of(g[di][0]), of(g[di][vi])
 						own, ok := lift(c, t)
 						if !ok {
 							continue
 						}
-						rest, ok := lift(restOf(control, day, c), restOf(variant, day, t))
+						others, ok := lift(rest(dayCells[di][0], c), rest(dayCells[di][vi], t))
 						if !ok {
 							continue
 						}
-						s.points = append(s.points, stats.Point{Value: own.Value - rest.Value, SE: math.Hypot(own.SE, rest.SE)})
+						s.points = append(s.points, stats.Point{Value: own.Value - others.Value, SE: math.Hypot(own.SE, others.SE)})
 						s.lifts = append(s.lifts, own.Value)
 						s.days = append(s.days, day)
 					}

@@ -209,9 +209,19 @@ func TestDiscoveryFindsUnconfiguredHeterogeneity(t *testing.T) {
 				return 0.1
 			}},
 	}}
-	a := simAnalyzer(t, simMonitors, r)
+	// new-checkout has a rollback: a discovered segment's loss must not call it.
+	a := simAnalyzer(t, simMonitors+`flags:
+  - key: new-checkout
+    rollback: {webhook: {url: "https://hooks.example.com/x", secret_env: S}}
+`, r)
+	rollbacks := 0
+	a.rollbacks = func(context.Context, *config.Rollback, *alert.Alert) *alert.Rollback {
+		rollbacks++
+		return &alert.Rollback{Action: "webhook", Status: "ok"}
+	}
 	pass, err := a.Run(context.Background())
 	require.NoError(t, err)
+	require.Zero(t, rollbacks, "a discovered segment never rolls back")
 
 	want := map[string]string{"new-checkout": "$geoip_country_code", "pricing-page": "plan"}
 	divs := rowsWith(pass.Rows, alert.SegmentDivergence)
@@ -254,6 +264,7 @@ func TestDiscoveryFindsUnconfiguredHeterogeneity(t *testing.T) {
 		require.True(t, strings.HasPrefix(al.Action, "Target it: ship to "), al.Action)
 	}
 	require.Contains(t, pass.Alerts[0].Action, "not to GB")
+	require.Equal(t, alert.Warning, pass.Alerts[0].Severity)
 
 	// The next pass (new users, same effects) finds the same and sends nothing: the
 	// findings were emitted once.

@@ -255,7 +255,7 @@ func (a *Analyzer) finding(r Row, m *monitor, rows []Row) alert.Finding {
 		f.Summary = fmt.Sprintf("%s breaks the %s guardrail%s: %s %s", r.Flag, r.Metric, where, pct(r.Lift), interval(r.CI))
 	case alert.Loss:
 		f.Severity = alert.Warning
-		if hasRollback {
+		if hasRollback && !r.Discovered { // a property the analyzer found never rolls back
 			f.Severity = alert.Critical
 		}
 		f.Summary = fmt.Sprintf("%s %s %s%s: %s %s", r.Flag, moves(r.Lift), r.Metric, where, pct(r.Lift), interval(r.CI))

@@ -7,6 +7,26 @@ ALTER TABLE analysis_results ADD COLUMN {{.IfNotExists}}discovered UInt8 DEFAULT
 -- use the same list until the next build chooses again.
 ALTER TABLE analysis_generations ADD COLUMN {{.IfNotExists}}discovered String DEFAULT '';
 
+-- A build (0040) writes a whole generation's contribution rows at once. Spreading each
+-- row over its cells as it is inserted — the whole flag, each segment value and each
+-- value's exposure-day cohort — costs several times the build's own query, so a build
+-- marks its rows built = 1, which the view skips, and sums them into cell_sums in one
+-- grouped query (the analyzer's cellSumsSQL). Later passes' rows go through the view as
+-- before.
+ALTER TABLE contributions ADD COLUMN {{.IfNotExists}}built UInt8 DEFAULT 0;
+
+DROP TABLE IF EXISTS cell_sums_mv;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS cell_sums_mv TO cell_sums AS
+SELECT
+    gen, flag, variant, seg.1 AS seg_prop, seg.2 AS seg_value,
+    sumState(toInt64(sign))                     AS n_state,
+    sumForEachState(arrayMap(v -> v * sign, s)) AS s_state
+FROM contributions
+ARRAY JOIN arrayConcat([('', '')], arrayMap((p, v) -> (p, v), seg_props, segs)) AS seg
+WHERE built = 0 AND (seg.1 = '' OR seg.2 != '')
+GROUP BY gen, flag, variant, seg_prop, seg_value;
+
 -- Exposures per (flag, segment property set): what a build reads to choose candidate
 -- properties per flag — how many of a flag's exposures set each property and to which
 -- values — without reading the per-user assignment state. Far fewer rows than exposures:
