@@ -81,7 +81,8 @@ func cmd(t *testing.T, env []string, args ...string) run {
 var helps = [][]string{
 	{"capture"},
 	{"ingest"},
-	{"analyzer"}, {"analyzer", "run"}, {"analyzer", "once"}, {"analyzer", "evaluate"},
+	{"analyzer"}, {"analyzer", "run"}, {"analyzer", "once"}, {"analyzer", "report"}, {"analyzer", "users"}, {"analyzer", "evaluate"},
+	{"analyzer", "rollout"}, {"analyzer", "rollout", "status"}, {"analyzer", "rollout", "resume"},
 	{"notifier"}, {"notifier", "run"}, {"notifier", "digest"},
 	{"demo"},
 }
@@ -118,7 +119,7 @@ func TestHelpIsGolden(t *testing.T) {
 			first, _, _ := strings.Cut(got, "\n")
 			require.Regexp(t, `^`+regexp.QuoteMeta(strings.Join(args, " "))+` — \S.*[^.]$`, first, "one line of what it is")
 			require.Contains(t, got, "\nUsage:\n  "+strings.Join(args, " ")+" ")
-			if name == "analyzer" || name == "notifier" {
+			if name == "analyzer" || name == "notifier" || name == "analyzer_rollout" {
 				require.Contains(t, got, "\nCommands:\n")
 				return
 			}
@@ -131,7 +132,7 @@ func TestHelpIsGolden(t *testing.T) {
 // Every command that talks to ClickHouse takes the password from the environment or a
 // file, beside the DSN.
 func TestClickHouseCommandsTakeThePassword(t *testing.T) {
-	for _, args := range [][]string{{"ingest"}, {"analyzer", "run"}, {"analyzer", "once"}, {"notifier", "run"}, {"notifier", "digest"}, {"demo"}} {
+	for _, args := range [][]string{{"ingest"}, {"analyzer", "run"}, {"analyzer", "once"}, {"analyzer", "rollout", "status"}, {"analyzer", "rollout", "resume"}, {"notifier", "run"}, {"notifier", "digest"}, {"demo"}} {
 		require.Contains(t, helpText(t, args), `  -clickhouse-password password
       ClickHouse password (overrides the DSN's)
       env FLAGWATCH_CLICKHOUSE_PASSWORD or FLAGWATCH_CLICKHOUSE_PASSWORD_FILE
@@ -154,11 +155,13 @@ func TestMistakesExitTwoWithOneLine(t *testing.T) {
 		{args: []string{"ingest", "-batch-sise", "500"}, want: "ingest: flag provided but not defined: -batch-sise (did you mean -batch-size?); see ingest --help"},
 		{args: []string{"ingest", "events"}, want: `ingest: unexpected argument "events"; see ingest --help`},
 		{args: []string{"analyzer", "run", "now"}, want: `analyzer run: unexpected argument "now"; see analyzer run --help`},
+		{args: []string{"analyzer", "report"}, want: "analyzer report: -out is required: the directory to write the pages to; see analyzer report --help"},
+		{args: []string{"analyzer", "users"}, want: "analyzer users: want one flag key (analyzer users <flag> [flags]), got 0 arguments; see analyzer users --help"},
 		{args: []string{"analyzer", "evaluate", "in.jsonl"}, want: `analyzer evaluate: unexpected argument "in.jsonl"; see analyzer evaluate --help`},
 		{args: []string{"analyzer", "run", "-schedule", "every 5 minutes"},
 			want: `analyzer run: invalid -schedule "every 5 minutes": expected exactly 5 fields, found 3: [every 5 minutes]; see analyzer run --help`},
-		{args: []string{"analyzer", "rnu"}, want: `analyzer: unknown command "rnu": want run, once or evaluate; see analyzer --help`},
-		{args: []string{"analyzer", "-schedule", "@hourly"}, want: "analyzer: a command must come before -schedule: run, once or evaluate; see analyzer --help"},
+		{args: []string{"analyzer", "rnu"}, want: `analyzer: unknown command "rnu": want run, once, report, users, evaluate or rollout; see analyzer --help`},
+		{args: []string{"analyzer", "-schedule", "@hourly"}, want: "analyzer: a command must come before -schedule: run, once, report, users, evaluate or rollout; see analyzer --help"},
 		{args: []string{"capture", "-log-level", "verbose"}, want: `capture: invalid value "verbose" for flag -log-level: want debug, info, warn or error; see capture --help`},
 		{args: []string{"ingest"}, env: []string{"FLAGWATCH_LOG_FORMAT=logfmt"}, want: `ingest: FLAGWATCH_LOG_FORMAT: invalid value "logfmt" for -log-format: want json or text`},
 		{args: []string{"ingest", "-clickhouse-dsn", "clickhous://127.0.0.1:9000/flagwatch"},
@@ -174,6 +177,13 @@ func TestMistakesExitTwoWithOneLine(t *testing.T) {
 		{args: []string{"notifier", "-dry-run"}, want: "notifier: a command must come before -dry-run: run or digest; see notifier --help"},
 		{args: []string{"notifier", "run"}, env: []string{"FLAGWATCH_CLICKHOUSE_PASSWORD=a", "FLAGWATCH_CLICKHOUSE_PASSWORD_FILE=/dev/null"},
 			want: "notifier run: set FLAGWATCH_CLICKHOUSE_PASSWORD or FLAGWATCH_CLICKHOUSE_PASSWORD_FILE, not both"},
+		{args: []string{"analyzer", "rollout", "resume"}, want: "analyzer rollout resume: want the key of the flag to resume; see analyzer rollout resume --help"},
+		{args: []string{"analyzer", "rollout", "status", "a", "b"},
+			want: "analyzer rollout status: want at most one flag key, got 2 arguments; see analyzer rollout status --help"},
+		{args: []string{"analyzer", "rollout", "status", "nope", "-config", "../pipeline/config/testdata/templates.yaml"},
+			want: `analyzer rollout status: no rollout plan for flag "nope" in ../pipeline/config/testdata/templates.yaml (flags with a plan: new-checkout, fast-search); see analyzer rollout status --help`},
+		{args: []string{"analyzer", "rollout", "status", "-config", "missing.yaml"},
+			want: "analyzer rollout status: read config missing.yaml: open missing.yaml: no such file or directory"},
 		{args: []string{"analyzer", "once", "-config", "missing.yaml"},
 			want: "analyzer once: read config missing.yaml: open missing.yaml: no such file or directory"},
 	} {
@@ -226,6 +236,7 @@ func TestBadMonitorsFileExitsTwoWithEveryError(t *testing.T) {
 // The password from FLAGWATCH_CLICKHOUSE_PASSWORD_FILE reaches the server (which refuses
 // it: the test server's default user has none) and appears in no log line.
 func TestClickHousePasswordFileIsUsedAndNeverLogged(t *testing.T) {
+	chtest.ServerOnly(t, "passwords are a server's; the embedded engine refuses one")
 	dsn, _ := chtest.DB(t)
 	const password = "hunter2-not-the-password"
 	file := filepath.Join(t.TempDir(), "password")

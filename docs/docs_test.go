@@ -9,17 +9,12 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 	"unicode"
 
 	"github.com/stretchr/testify/require"
 )
-
-// pending are documents that another branch adds (capture's time rule and limits); a
-// link to them is checked once they exist.
-var pending = []string{"docs/capture.md", "docs/events.md"}
 
 var (
 	link    = regexp.MustCompile(`\]\(([^)\s]+)\)`)
@@ -86,10 +81,6 @@ func TestLinksStayInTheRepositoryAndResolve(t *testing.T) {
 			require.False(t, strings.HasPrefix(resolved, "../") || filepath.IsAbs(resolved),
 				"%s: %s leaves the repository", doc, target)
 			if _, err := os.Stat(filepath.Join("..", resolved)); err != nil {
-				if slices.Contains(pending, resolved) {
-					t.Logf("%s: %s is not here yet (added by another branch)", doc, target)
-					continue
-				}
 				t.Errorf("%s: broken link %s", doc, target)
 				continue
 			}

@@ -38,7 +38,9 @@ answers() {
 free_port() {
   local p
   for _ in $(seq 1 200); do
-    p=$(( 20000 + RANDOM % 30000 ))
+    # Below the kernel's ephemeral range (32768 and up on Linux), so no outgoing
+    # connection takes the port between this check and the server binding it.
+    p=$(( 10000 + RANDOM % 22000 ))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       echo "$p"; return 0
     fi

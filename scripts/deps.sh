@@ -9,7 +9,8 @@
 #   test   demo's, plus from Debian: clickhouse-server and -client (the 18.16 server the
 #          tests run against beside the embedded engine), kcat (a third-party Kafka
 #          client the tests produce with), docker-compose (validates deploy/compose
-#          without a daemon), chromium (the page tests drive a real browser).
+#          without a daemon), chromium (the page tests drive a real browser), zookeeper
+#          (the cluster tests; run directly by scripts/cluster.sh, no service).
 #   bench  test's, plus wrk (capture under load).
 #
 # Prints nothing else on success. CHDB_VERSION picks the npm package version.
@@ -40,6 +41,7 @@ command -v clickhouse-client >/dev/null 2>&1 || need+=(clickhouse-client)
 command -v kcat >/dev/null 2>&1 || need+=(kcat)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+[ -f /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
 if [ "$mode" = bench ]; then
   command -v wrk >/dev/null 2>&1 || need+=(wrk)
 fi

@@ -20,8 +20,12 @@ func main() {
 flat JSON), decodes and validates them, and inserts raw events and flag exposures in
 batches. Offsets are committed only after ClickHouse acknowledged the batch; a replay
 deduplicates by event uuid. A message that cannot be ingested goes, unchanged, to the
-dead-letter topic with the reason in a header. Run several replicas with the same
--group to split the partitions. SIGTERM flushes, commits and exits 0.`,
+dead-letter topic with the reason in a header, and so does one ClickHouse refuses as bad
+data; an error no retry can fix (credentials, a missing table) stops ingest with exit
+code 1. An exposure is written only when it can change a user's assignment (its flag,
+user and variant not written earlier), so 20–50 flags per event cost little. Run
+several replicas with the same -group to split the partitions. SIGTERM flushes, commits
+and exits 0. More in docs/ingest.md.`,
 		Flags: func(fs *flag.FlagSet) { opts.RegisterFlags(fs) },
 		Run: func(ctx context.Context, log *slog.Logger) error {
 			opts.Logger = log

@@ -27,6 +27,10 @@ const (
 	// Resolved is sent when a previously alerted finding no longer holds (e.g. a stale
 	// flag receives exposures again); the notifier closes the incident thread with it.
 	Resolved = "resolved"
+	// Rollout is a progressive rollout's change (a stage advanced, held, rolled back,
+	// stopped, completed): an event said once, never an open finding that needs
+	// resolving. Numbers.Rollout says what changed.
+	Rollout = "rollout"
 )
 
 // Severities.
@@ -97,6 +101,26 @@ type Finding struct {
 	// Discovered is set when the segment property was found by property discovery rather
 	// than configured.
 	Discovered bool `json:"discovered,omitempty"`
+	// Watch, on a loss, guardrail breach or divergence of a flag that exposes its users
+	// and has a recordings_url, is a few sessions behind the finding to watch; the
+	// notifier posts them once per incident.
+	Watch *Watch `json:"watch,omitempty"`
+}
+
+// Watch is a few recorded sessions behind a finding (SPEC §12): links only, never a
+// name or an email, because the message goes to a channel.
+type Watch struct {
+	// Who says whose sessions these are: "GB users on test who did not purchase".
+	Who      string    `json:"who"`
+	Sessions []Session `json:"sessions"`
+}
+
+// Session is one session to watch: its $session_id, the link to its recording and
+// when it started.
+type Session struct {
+	ID    string    `json:"id"`
+	URL   string    `json:"url"`
+	Start time.Time `json:"start"`
 }
 
 // Priority orders decisions by how much they matter to the team reading them: a
@@ -121,9 +145,15 @@ func Priority(decision string) int {
 		return 6
 	case Resolved:
 		return 7
+	case Rollout:
+		return 8
 	}
-	return 8
+	return 9
 }
+
+// IsEvent reports whether decision is an event rather than a finding: said once, in the
+// flag's thread, and never open.
+func IsEvent(decision string) bool { return decision == Rollout }
 
 // Numbers carries the statistics behind a finding, for the message body.
 type Numbers struct {
@@ -147,6 +177,60 @@ type Numbers struct {
 	// Property analysis: how many candidate segment properties were tried for this flag
 	// in the pass (for the false-discovery statement next to a discovered divergence).
 	PropertiesTried int `json:"properties_tried,omitempty"`
+	// Rollout is set on a rollout alert: the stage change and the evidence behind it.
+	Rollout *RolloutChange `json:"rollout,omitempty"`
+}
+
+// Rollout changes (RolloutChange.Change).
+const (
+	RolloutStart    = "start"    // the plan took the flag to its first stage
+	RolloutAdvance  = "advance"  // to the next stage
+	RolloutComplete = "complete" // the last stage's minimums were met: done
+	RolloutHold     = "hold"     // not advancing: SRM or missing data
+	RolloutBack     = "rollback" // a guardrail breach: back to the fallback stage
+	RolloutResumed  = "resume"   // a person handed control back (analyzer rollout resume)
+)
+
+// A change the flag system did not take keeps its Change and has RolloutChange.Status
+// "failed"; one flagwatch would not make (a person changed the flag since flagwatch's
+// last change) keeps it too, with Status "refused", and stops the plan.
+
+// RolloutChange is one change of a flag's progressive rollout.
+type RolloutChange struct {
+	Change string `json:"change"`
+	// Status is how the change went: "ok", "failed" (the flag system did not take it;
+	// tried again next pass) or "refused" (flagwatch would not act: a person changed
+	// the flag; the plan stops).
+	Status string `json:"status,omitempty"`
+	// ChangeID is the change's identity, the flag's n-th change: "new-checkout|rollout|4".
+	ChangeID string `json:"change_id"`
+	// Stages are 1-based; 0 is "before the plan" (off for everyone the plan owns).
+	FromStage int    `json:"from_stage"`
+	ToStage   int    `json:"to_stage"`
+	Stages    int    `json:"stages"`
+	From      string `json:"from,omitempty"` // the stages' labels: "10%", "beta users"
+	To        string `json:"to,omitempty"`
+	// UsersPerVariant is the fewest users first exposed during the stage among the
+	// compared variants.
+	UsersPerVariant int64 `json:"users_per_variant,omitempty"`
+	// InStageSeconds is how long the flag had been in the stage it leaves (or holds).
+	InStageSeconds int64 `json:"in_stage_seconds,omitempty"`
+	// Guardrails are the guardrail metrics' state at the change.
+	Guardrails []GuardrailState `json:"guardrails,omitempty"`
+	// Evidence is the test behind a rollback, in the analyzer's words.
+	Evidence string `json:"evidence,omitempty"`
+}
+
+// GuardrailState is one guardrail metric at a rollout change.
+type GuardrailState struct {
+	Metric  string   `json:"metric"`
+	Segment *Segment `json:"segment,omitempty"`
+	Variant string   `json:"variant,omitempty"`
+	// Limit is the signed limit: +0.30 for max_increase 0.30, −0.20 for max_decrease.
+	Limit    float64    `json:"limit"`
+	Lift     float64    `json:"lift"`
+	CI       [2]float64 `json:"ci"`
+	Decision string     `json:"decision"`
 }
 
 // SegmentEffect is one segment value's lift.

@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/flagwatch/flagwatch/pipeline/alert"
+	"github.com/flagwatch/flagwatch/pipeline/claim"
 	"github.com/flagwatch/flagwatch/pipeline/config"
 	"github.com/flagwatch/flagwatch/pipeline/store"
 )
@@ -117,6 +118,13 @@ type Analyzer struct {
 	RebuildEvery time.Duration
 	// PublicURL, when set, is where the flag pages are served; alerts link to them.
 	PublicURL string
+	// Sessions, when set, picks sessions to watch behind a finding (SPEC §12;
+	// users.Watcher), or nil: each incident's new findings are offered in priority
+	// order until one gets some.
+	Sessions func(ctx context.Context, flag string, f alert.Finding) *alert.Watch
+	// Claims arbitrate between analyzer replicas (leases); the claims Join table on
+	// Conn when nil (a cluster needs ZooKeeper: claim.For).
+	Claims claim.Store
 
 	// Observers see every pass once it has emitted its incidents (progressive rollout
 	// decides its stages there). An observer's error fails the pass after the others ran.
@@ -165,7 +173,14 @@ func (a *Analyzer) backend() (passReader, passWriter) {
 }
 
 func (a *Analyzer) chStore() *chStore {
-	return &chStore{conn: a.Conn, replica: a.Replica, log: a.log(), recomputeAll: a.RecomputeAll, rebuildEvery: a.RebuildEvery}
+	return &chStore{conn: a.Conn, claims: a.claims(), replica: a.Replica, log: a.log(), recomputeAll: a.RecomputeAll, rebuildEvery: a.RebuildEvery}
+}
+
+func (a *Analyzer) claims() claim.Store {
+	if a.Claims != nil {
+		return a.Claims
+	}
+	return claim.Table{Conn: a.Conn}
 }
 
 func (a *Analyzer) now() time.Time {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/flagwatch/flagwatch/pipeline/alert"
 	"github.com/flagwatch/flagwatch/pipeline/analyze"
+	"github.com/flagwatch/flagwatch/pipeline/claim"
 	"github.com/flagwatch/flagwatch/pipeline/config"
 	"github.com/flagwatch/flagwatch/pipeline/demo"
 	"github.com/flagwatch/flagwatch/pipeline/store"
@@ -134,16 +135,18 @@ func TestLeaseOneReplicaPerSlot(t *testing.T) {
 	for slot := 0; slot < 5; slot++ {
 		var wg sync.WaitGroup
 		wins := make([]bool, 4)
+		errs := make([]error, 4)
 		for i := range wins {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				ok, err := analyze.Lease(ctx, conn, "slot-"+string(rune('a'+slot)), "replica-"+string(rune('0'+i)), time.Now())
-				require.NoError(t, err)
-				wins[i] = ok
+				wins[i], errs[i] = analyze.Lease(ctx, claim.Table{Conn: conn}, "slot-"+string(rune('a'+slot)), "replica-"+string(rune('0'+i)))
 			}()
 		}
 		wg.Wait()
+		for _, err := range errs {
+			require.NoError(t, err)
+		}
 		n := 0
 		for _, w := range wins {
 			if w {

@@ -152,6 +152,7 @@ func BenchmarkAnalyzerPass(b *testing.B) {
 		}
 	}
 
+	b.Logf("engine: %s (FLAGWATCH_TEST_ENGINE)", chtest.Engine())
 	b.Run("pass", func(b *testing.B) {
 		benchPass(b, base, "", benchData{events: events, users: users, minFlags: 10, maxFlags: 50})
 	})

@@ -13,6 +13,7 @@ import (
 
 	"github.com/segmentio/encoding/json"
 
+	"github.com/flagwatch/flagwatch/pipeline/claim"
 	"github.com/flagwatch/flagwatch/pipeline/store"
 )
 
@@ -21,6 +22,7 @@ import (
 // query itself is built in query.go and incremental.go).
 type chStore struct {
 	conn         store.Conn
+	claims       claim.Store
 	replica      string
 	log          *slog.Logger
 	recomputeAll bool
@@ -31,7 +33,8 @@ type chStore struct {
 // few rows per flag kept by a materialized view over exposures.
 func (s *chStore) activity(ctx context.Context) (map[string]*flagInfo, error) {
 	conn := s.conn
-	rows, err := conn.Query(ctx, "SELECT flag, minMerge(first_state), maxMerge(last_state) FROM flag_activity GROUP BY flag")
+	table := store.AllTable(conn, "flag_activity") // every shard's flags, merged
+	rows, err := conn.Query(ctx, "SELECT flag, minMerge(first_state), maxMerge(last_state) FROM "+table+" GROUP BY flag")
 	if err != nil {
 		return nil, fmt.Errorf("query flag activity: %w", err)
 	}
@@ -154,6 +157,61 @@ func finite(x float64) float64 {
 	return x
 }
 
+// eachShard runs fn on one replica of each shard (on one node: on the node), in shard
+// order; the per-user tables are sharded by user, so every statement of a pass runs
+// unchanged on each shard and the cells add up (SPEC §8: aggregate per shard, merge).
+func (s *chStore) eachShard(ctx context.Context, fn func(context.Context, store.Conn) error) error {
+	for i, sh := range store.Shards(s.conn) {
+		if err := fn(ctx, sh); err != nil {
+			if s.conn.Server().Cluster != "" {
+				return fmt.Errorf("shard %d: %w", i+1, err)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// recompute runs the pass query on every shard and adds up the cells.
+func (s *chStore) recompute(ctx context.Context, p *plan, ratioPairs [][2]int) (map[cellKey]*cell, error) {
+	var out map[cellKey]*cell
+	err := s.eachShard(ctx, func(ctx context.Context, sh store.Conn) error {
+		cs, err := p.run(ctx, sh, ratioPairs)
+		out = mergeCells(out, cs)
+		return err
+	})
+	return out, err
+}
+
+// mergeCells adds b's cells into a: cells are sums over disjoint users.
+func mergeCells(a, b map[cellKey]*cell) map[cellKey]*cell {
+	if a == nil {
+		return b
+	}
+	for k, c := range b {
+		d := a[k]
+		if d == nil {
+			a[k] = c
+			continue
+		}
+		d.n += c.n
+		for i := range d.m {
+			d.m[i].sum += c.m[i].sum
+			d.m[i].sumSq += c.m[i].sumSq
+			d.m[i].pre += c.m[i].pre
+			d.m[i].preSq += c.m[i].preSq
+			d.m[i].cross += c.m[i].cross
+		}
+		for i := range d.ratios {
+			d.ratios[i] += c.ratios[i]
+		}
+		for i := range d.bad {
+			d.bad[i] += c.bad[i]
+		}
+	}
+	return a
+}
+
 // recordAlerts appends what the pass emitted to the alert log, one row per finding, after
 // the broker acknowledged it: the next pass's history (dedup, latches, rollbacks).
 func (s *chStore) recordAlerts(ctx context.Context, pass *Pass, emitted []emittedFinding) error {
@@ -239,7 +297,7 @@ func (s *chStore) cells(ctx context.Context, p *plan, ratioPairs [][2]int, passI
 		if err := s.discover(ctx, p); err != nil {
 			return nil, err
 		}
-		return p.run(ctx, s.conn, ratioPairs)
+		return s.recompute(ctx, p, ratioPairs)
 	}
 	planID := p.id(ratioPairs)
 	var now time.Time
@@ -279,13 +337,13 @@ func (s *chStore) cells(ctx context.Context, p *plan, ratioPairs [][2]int, passI
 	if !rebuild {
 		key = fmt.Sprintf("contributions-%d-%d-%d", g.gen, g.watermark.Unix(), now.Unix()/600)
 	}
-	ok, err := Lease(ctx, s.conn, key, s.replica, now)
+	ok, err := Lease(ctx, s.claims, key, s.replica)
 	if err != nil {
 		return nil, err
 	}
 	if !ok {
 		s.log.Info("another pass is updating the incremental state; this one recomputes every (flag, user)")
-		return p.run(ctx, s.conn, ratioPairs)
+		return s.recompute(ctx, p, ratioPairs)
 	}
 	if rebuild {
 		if g, err = s.buildGeneration(ctx, p, ratioPairs, planID, now, passID); err != nil {
@@ -293,7 +351,9 @@ func (s *chStore) cells(ctx context.Context, p *plan, ratioPairs [][2]int, passI
 		}
 	} else {
 		touched := fmt.Sprintf("touched_users WHERE at >= toDateTime(%d)", g.watermark.Add(-touchMargin).Unix())
-		if err := s.conn.Exec(ctx, p.contributionsSQL(ratioPairs, g.gen, touched)); err != nil {
+		if err := s.eachShard(ctx, func(ctx context.Context, sh store.Conn) error {
+			return sh.Exec(ctx, p.contributionsSQL(ratioPairs, g.gen, touched))
+		}); err != nil {
 			return nil, fmt.Errorf("update contributions: %w", err)
 		}
 		g.watermark = now
@@ -302,14 +362,27 @@ func (s *chStore) cells(ctx context.Context, p *plan, ratioPairs [][2]int, passI
 		}
 	}
 	s.trimTouched(ctx, now)
-	return readCells(ctx, s.conn, g.gen, len(p.measures), len(ratioPairs))
+	var out map[cellKey]*cell
+	err = s.eachShard(ctx, func(ctx context.Context, sh store.Conn) error {
+		cs, err := readCells(ctx, sh, g.gen, len(p.measures), len(ratioPairs))
+		out = mergeCells(out, cs)
+		return err
+	})
+	return out, err
 }
 
 // trimTouched drops the days of touched_users before yesterday: passes read it back to
 // their last watermark minus touchMargin, minutes ago. Dropping a partition is a metadata
 // change, cheap enough for every pass.
 func (s *chStore) trimTouched(ctx context.Context, now time.Time) {
-	rows, err := s.conn.Query(ctx, fmt.Sprintf(`SELECT DISTINCT partition FROM system.parts
+	_ = s.eachShard(ctx, func(ctx context.Context, sh store.Conn) error {
+		s.trimTouchedOn(ctx, sh, now)
+		return nil
+	})
+}
+
+func (s *chStore) trimTouchedOn(ctx context.Context, conn store.Conn, now time.Time) {
+	rows, err := conn.Query(ctx, fmt.Sprintf(`SELECT DISTINCT partition FROM system.parts
 		WHERE database = currentDatabase() AND table = 'touched_users' AND active AND partition < '%s'`,
 		now.UTC().Add(-48*time.Hour).Format("20060102")))
 	if err != nil {
@@ -325,7 +398,7 @@ func (s *chStore) trimTouched(ctx context.Context, now time.Time) {
 	}
 	rows.Close()
 	for _, p := range old {
-		if err := s.conn.Exec(ctx, "ALTER TABLE touched_users DROP PARTITION "+p); err != nil {
+		if err := conn.Exec(ctx, "ALTER TABLE touched_users DROP PARTITION "+p); err != nil {
 			s.log.Warn("drop a touched_users partition", "partition", p, "err", err) // space, not correctness
 		}
 	}
@@ -344,10 +417,14 @@ func (s *chStore) buildGeneration(ctx context.Context, p *plan, ratioPairs [][2]
 		return nil, err
 	}
 	start := time.Now()
-	if err := s.conn.Exec(ctx, p.contributionsSQL(ratioPairs, g.gen, "")); err != nil {
+	if err := s.eachShard(ctx, func(ctx context.Context, sh store.Conn) error {
+		return sh.Exec(ctx, p.contributionsSQL(ratioPairs, g.gen, ""))
+	}); err != nil {
 		return nil, fmt.Errorf("build contributions: %w", err)
 	}
-	if err := s.conn.Exec(ctx, cellSumsSQL(g.gen)); err != nil {
+	if err := s.eachShard(ctx, func(ctx context.Context, sh store.Conn) error {
+		return sh.Exec(ctx, cellSumsSQL(g.gen))
+	}); err != nil {
 		return nil, fmt.Errorf("sum the built contributions into cells: %w", err)
 	}
 	g.watermark = now
@@ -372,7 +449,9 @@ func (s *chStore) buildGeneration(ctx context.Context, p *plan, ratioPairs [][2]
 	rows.Close()
 	for _, x := range old {
 		for _, t := range []string{"contributions", "cell_sums"} {
-			if err := s.conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s DROP PARTITION %d", t, x)); err != nil {
+			if err := s.eachShard(ctx, func(ctx context.Context, sh store.Conn) error {
+				return sh.Exec(ctx, fmt.Sprintf("ALTER TABLE %s DROP PARTITION %d", t, x))
+			}); err != nil {
 				// Space, not correctness: the old rows are never read again.
 				s.log.Warn("drop an old generation", "table", t, "gen", x, "err", err)
 			}
@@ -444,20 +523,26 @@ func (s *chStore) discover(ctx context.Context, p *plan) error {
 	sort.Strings(flags)
 	// Per (flag, property, value), exposures: the sets' members joined to the sets'
 	// counts. A set names a property once per place it appears; arrayDistinct keeps a
-	// value counted once per set.
-	values := `SELECT flag, substring(kv, 2, position(kv, '":"') - 2) AS k,
-		substring(kv, position(kv, '":"') + 3, length(kv) - position(kv, '":"') - 3) AS v, sum(c) AS c
-	FROM (
-		SELECT flag, c, kvs FROM (
-			SELECT flag, id, sum(exposures) AS c FROM flag_segment_sets WHERE flag IN ` + inList(flags) + ` GROUP BY flag, id
-		) AS f ALL INNER JOIN (
-			SELECT id, arrayDistinct(extractAll(any(segments), ` + segmentSetsRE + `)) AS kvs FROM segment_sets GROUP BY id
-		) AS s USING id
-	) ARRAY JOIN kvs AS kv
+	// value counted once per set. On a cluster both tables are per shard (a shard's
+	// exposures feed its own flag_segment_sets and segment_sets), so the query reads
+	// flag_segment_sets_all and joins each shard's rows to that shard's sets; the
+	// initiator merges the sums, and the thresholds below apply to the whole flag, as
+	// on one node. The joined table is named with its database: a shard runs the
+	// query in the database its connection names, which need not be ours.
+	sets := store.QuoteIdent(s.conn.Server().Database) + ".segment_sets"
+	fss := store.AllTable(s.conn, "flag_segment_sets")
+	values := `SELECT flag, k, v, sum(exposures) AS c
+	FROM ` + fss + ` ALL INNER JOIN (
+		SELECT id, substring(kv, 2, position(kv, '":"') - 2) AS k,
+			substring(kv, position(kv, '":"') + 3, length(kv) - position(kv, '":"') - 3) AS v
+		FROM (SELECT id, arrayDistinct(extractAll(any(segments), ` + segmentSetsRE + `)) AS kvs FROM ` + sets + ` GROUP BY id) AS s0
+		ARRAY JOIN kvs AS kv
+	) AS s USING id
+	WHERE flag IN ` + inList(flags) + `
 	GROUP BY flag, k, v`
 	st := setStats{total: map[string]float64{}, byProp: map[string]map[string]float64{}, values: map[string]map[string][]valueCount{}}
 	rows, err := s.conn.Query(ctx, `SELECT flag, k, sum(c) FROM (`+values+`) GROUP BY flag, k
-	UNION ALL SELECT flag, '', sum(exposures) FROM flag_segment_sets WHERE flag IN `+inList(flags)+` GROUP BY flag`)
+	UNION ALL SELECT flag, '', sum(exposures) FROM `+fss+` WHERE flag IN `+inList(flags)+` GROUP BY flag`)
 	if err != nil {
 		return fmt.Errorf("query segment properties per flag: %w", err)
 	}
@@ -522,22 +607,13 @@ func sameDiscovered(a, b []discoveredProp) bool {
 	return slices.EqualFunc(a, b, func(x, y discoveredProp) bool { return x.Name == y.Name && slices.Equal(x.Values, y.Values) })
 }
 
-// Lease claims a pass slot for this replica; false means another replica has it.
-func Lease(ctx context.Context, conn store.Conn, slot, replica string, now time.Time) (bool, error) {
-	b, err := conn.PrepareBatch(ctx, "INSERT INTO analyzer_leases (slot, replica, leased_ms)")
+// Lease claims a pass slot (or the incremental state's writer slot) for this replica;
+// false means another replica has it. The claim is the analyzer's Claims: a Join table on
+// one node, ZooKeeper on a cluster (pipeline/claim).
+func Lease(ctx context.Context, claims claim.Store, slot, replica string) (bool, error) {
+	holder, err := claims.Claim(ctx, "analyzer|"+slot, replica)
 	if err != nil {
-		return false, fmt.Errorf("prepare lease: %w", err)
-	}
-	if err := b.Append(slot, replica, now.UnixMilli()); err != nil {
-		return false, fmt.Errorf("append lease: %w", err)
-	}
-	if err := b.Send(); err != nil {
-		return false, fmt.Errorf("insert lease: %w", err)
-	}
-	var holder string
-	q := "SELECT replica FROM (SELECT " + quote(slot) + " AS slot) AS s ANY LEFT JOIN analyzer_leases USING slot"
-	if err := conn.QueryRow(ctx, q).Scan(&holder); err != nil {
-		return false, fmt.Errorf("read lease: %w", err)
+		return false, fmt.Errorf("lease %s: %w", slot, err)
 	}
 	return holder == replica, nil
 }

@@ -49,6 +49,10 @@ func pickVariants(f config.Flag, seen []string, cells map[cellKey]*cell, minUser
 	var keep []string
 	for _, v := range seen {
 		switch {
+		case v == "false" && f.Rollout != nil && !slices.Contains(configured, v):
+			// Outside a progressive rollout's share, PostHog answers false: those users
+			// are neither an arm nor a mistake.
+			continue
 		case len(configured) > 0 && !slices.Contains(configured, v):
 			unexpected = append(unexpected, v)
 		case len(configured) == 0 && v != f.Control && (users(v) < 2 ||

@@ -36,6 +36,13 @@ flags:
     control: control
     metrics:
       - {name: revenue, kind: sum, event: purchase, property: revenue}
+  - key: rolling
+    control: control
+    split: {control: 0.5, test: 0.5}
+    metrics:
+      - {name: errors, kind: conversion, event: $exception, guardrail: {max_increase: 0.30}}
+    rollout:
+      webhook: {url: "https://flags.example.com/flagwatch", secret_env: FLAGS_HMAC}
 `
 
 // arm is one (variant, segment value) cell's data: n users, and per metric name the
@@ -221,6 +228,17 @@ func TestDecisionPaths(t *testing.T) {
 			u := rowOf(rows, "split-flag", "", alert.SRM, "")
 			require.NotNil(t, u)
 			require.Equal(t, "beta", u.Variant)
+		},
+	}, {
+		name: "users outside a progressive rollout (false) are neither an arm nor unexpected",
+		flag: "rolling", info: active(3),
+		arms: []arm{{variant: "control", n: 500, conv: conv(50)}, {variant: "test", n: 500, conv: conv(70)}, {variant: "false", n: 9000, conv: conv(900)}},
+		check: func(t *testing.T, rows []Row) {
+			for _, r := range rows {
+				require.NotEqual(t, alert.SRM, r.Decision, "%+v", r)
+				require.NotEqual(t, "false", r.Variant)
+			}
+			require.NotNil(t, rowOf(rows, "rolling", "purchase conversion", alert.Inconclusive, ""), "%+v", rows)
 		},
 	}, {
 		name: "at launch an arm with one user is neither compared nor reported",

@@ -80,6 +80,13 @@ func (a *Analyzer) alert(ctx context.Context, pass *Pass, monitors []*monitor, h
 				}
 			}
 		}
+		for i := 0; a.Sessions != nil && i < len(inc.alert.Findings); i++ {
+			if f := &inc.alert.Findings[i]; f.New {
+				if f.Watch = a.Sessions(ctx, inc.alert.Flag, *f); f.Watch != nil {
+					break
+				}
+			}
+		}
 		out = append(out, inc.alert)
 		emitted = append(emitted, inc.emitted...)
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/flagwatch/flagwatch/pipeline/alert"
 	"github.com/flagwatch/flagwatch/pipeline/broker"
+	"github.com/flagwatch/flagwatch/pipeline/claim"
 	"github.com/flagwatch/flagwatch/pipeline/config"
 	"github.com/flagwatch/flagwatch/pipeline/ops"
 	"github.com/flagwatch/flagwatch/pipeline/store"
@@ -62,7 +63,9 @@ type Options struct {
 	// Observers see every pass (see Analyzer.Observers); NewObservers, when set, builds
 	// more of them once ClickHouse and Kafka are connected.
 	Observers    []PassObserver
-	NewObservers func(conn store.Conn, emit Emitter, mons *config.Monitors) ([]PassObserver, error)
+	NewObservers func(conn store.Conn, claims claim.Store, emit Emitter, mons *config.Monitors) ([]PassObserver, error)
+	// Sessions, when set, makes the Analyzer's Sessions hook once ClickHouse is connected.
+	Sessions func(conn store.Conn, mons *config.Monitors) func(ctx context.Context, flag string, f alert.Finding) *alert.Watch
 }
 
 // RegisterFlags binds the options to flags (also read from FLAGWATCH_* variables).
@@ -135,6 +138,11 @@ func Run(ctx context.Context, o Options) error {
 	if err := store.Migrate(ctx, conn); err != nil {
 		return fmt.Errorf("migrate clickhouse: %w", err)
 	}
+	claims, closeClaims, err := claim.Open(conn, o.Logger)
+	if err != nil {
+		return err
+	}
+	defer closeClaims()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(o.Brokers...), kgo.DefaultProduceTopic(o.AlertsTopic),
 		kgo.AllowAutoTopicCreation())
 	if err != nil {
@@ -149,9 +157,13 @@ func Run(ctx context.Context, o Options) error {
 	}
 	a := &Analyzer{Conn: conn, Monitors: mons, Emitter: kafkaEmitter{cl}, Logger: o.Logger, Now: o.Now,
 		RepeatCritical: o.RepeatCritical, Lookup: o.Lookup, Replica: o.Replica,
-		RecomputeAll: o.RecomputeAll, RebuildEvery: o.RebuildEvery, PublicURL: o.PublicURL, Observers: o.Observers}
+		RecomputeAll: o.RecomputeAll, RebuildEvery: o.RebuildEvery, PublicURL: o.PublicURL, Observers: o.Observers,
+		Claims: claims}
+	if o.Sessions != nil {
+		a.Sessions = o.Sessions(conn, mons)
+	}
 	if o.NewObservers != nil {
-		obs, err := o.NewObservers(conn, a.Emitter, mons)
+		obs, err := o.NewObservers(conn, claims, a.Emitter, mons)
 		if err != nil {
 			return err
 		}
@@ -229,7 +241,7 @@ func schedule(ctx context.Context, o Options, a *Analyzer, m *serviceMetrics, he
 	health.Waiting(passesComponent, "the first pass")
 	pass := func() {
 		slot := a.now().UTC().Truncate(time.Minute).Format(time.RFC3339)
-		ok, err := Lease(ctx, a.Conn, slot, a.Replica, a.now())
+		ok, err := Lease(ctx, a.claims(), slot, a.Replica)
 		if err != nil {
 			m.passes.WithLabelValues("lease_error").Inc()
 			health.Report(passesComponent, fmt.Errorf("pass lease: %w", err))

@@ -45,8 +45,15 @@ func Seeds(brokers string) []string {
 // EnsureTopics creates the topics that do not exist yet (partitions each, replication
 // factor left to the broker's default). An existing topic is not an error.
 func EnsureTopics(ctx context.Context, cl *kgo.Client, partitions int32, topics ...string) error {
+	return EnsureTopicsWithConfig(ctx, cl, partitions, nil, topics...)
+}
+
+// EnsureTopicsWithConfig is EnsureTopics with topic configs for the topics it creates
+// (e.g. max.message.bytes for a dead-letter topic that must take the largest message
+// ingest accepts, plus its reason headers).
+func EnsureTopicsWithConfig(ctx context.Context, cl *kgo.Client, partitions int32, configs map[string]*string, topics ...string) error {
 	adm := kadm.NewClient(cl)
-	resp, err := adm.CreateTopics(ctx, partitions, -1, nil, topics...)
+	resp, err := adm.CreateTopics(ctx, partitions, -1, configs, topics...)
 	if err != nil {
 		return fmt.Errorf("create topics %v: %w", topics, err)
 	}

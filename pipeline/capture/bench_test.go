@@ -54,7 +54,11 @@ func (ackingProducer) Ping(context.Context) error { return nil }
 func BenchmarkBatch50Gzip(b *testing.B) {
 	body := benchBatch(b, benchBatchSize)
 	b.Run("handler-only", func(b *testing.B) {
-		benchHandler(b, capture.NewHandler(ackingProducer{}, capture.Options{Registry: prometheus.NewRegistry()}), body)
+		h, err := capture.NewHandler(ackingProducer{}, capture.Options{Registry: prometheus.NewRegistry()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchHandler(b, h, body)
 	})
 	b.Run("kfake", func(b *testing.B) {
 		kafka := brokertest.Cluster(b, 3, broker.EventsTopic)
@@ -65,7 +69,11 @@ func BenchmarkBatch50Gzip(b *testing.B) {
 		}
 		b.Cleanup(p.Close)
 		b.SetParallelism(16) // many SDK clients at once, as in production
-		benchHandler(b, capture.NewHandler(p, opts), body)
+		h, err := capture.NewHandler(p, opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchHandler(b, h, body)
 	})
 }
 

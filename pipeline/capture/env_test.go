@@ -41,6 +41,13 @@ func newEnv(t testing.TB, opts capture.Options) *env {
 // newWrappedEnv serves wrap(capture handler), for tests that add other routes.
 func newWrappedEnv(t testing.TB, opts capture.Options, wrap func(http.Handler) http.Handler) *env {
 	t.Helper()
+	return newEnvWith(t, opts, wrap, nil)
+}
+
+// newEnvWith also lets the test wrap the Kafka producer (nil: as is).
+func newEnvWith(t testing.TB, opts capture.Options, wrap func(http.Handler) http.Handler,
+	wrapProducer func(capture.Producer) capture.Producer) *env {
+	t.Helper()
 	kafka := brokertest.Cluster(t, 3, broker.EventsTopic)
 	opts.Brokers = kafka.Addrs()
 	if opts.Now == nil {
@@ -52,7 +59,18 @@ func newWrappedEnv(t testing.TB, opts capture.Options, wrap func(http.Handler) h
 	p, err := capture.NewProducer(opts)
 	require.NoError(t, err)
 	t.Cleanup(p.Close)
-	srv := httptest.NewServer(wrap(capture.NewHandler(p, opts)))
+	var producer capture.Producer = p
+	if wrapProducer != nil {
+		producer = wrapProducer(p)
+	}
+	h, err := capture.NewHandler(producer, opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, h.Close(context.Background())) })
+	ctx, cancel := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	go func() { defer close(watched); h.WatchKafka(ctx) }()
+	t.Cleanup(func() { cancel(); <-watched })
+	srv := httptest.NewServer(wrap(h))
 	t.Cleanup(srv.Close)
 	consumer := brokertest.Client(t, kafka,
 		kgo.ConsumeTopics(broker.EventsTopic),

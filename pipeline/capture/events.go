@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -16,8 +15,8 @@ import (
 
 // batch is a decoded request: its events and what the request says about all of them.
 type batch struct {
-	token  string    // api_key/token of a {batch: […]} body
-	sentAt time.Time // its sent_at; zero when absent or unparseable
+	token  string          // api_key/token of a {batch: […]} body
+	sentAt json.RawMessage // its sent_at, as sent; nil when absent
 	events []inEvent
 	raws   []json.RawMessage // each event's bytes, for deterministic uuids
 }
@@ -55,21 +54,23 @@ type peekProps struct {
 	Token         json.RawMessage `json:"token"`
 	DistinctID    json.RawMessage `json:"distinct_id"`
 	DistinctIDAlt json.RawMessage `json:"$distinct_id"`
-	IgnoreSentAt  json.RawMessage `json:"$ignore_sent_at"`
 }
 
-// outEvent is the message produced to Kafka: PostHog's event shape plus provenance.
+// outEvent is the message produced to Kafka: PostHog's event shape with the client's
+// time fields as it sent them and capture's receive time, from which the decoder places
+// the event (event.Place), plus provenance.
 type outEvent struct {
 	UUID       string          `json:"uuid"`
 	Event      string          `json:"event"`
 	DistinctID string          `json:"distinct_id"`
-	Timestamp  string          `json:"timestamp"`
+	Timestamp  json.RawMessage `json:"timestamp,omitempty"`
+	SentAt     json.RawMessage `json:"sent_at,omitempty"`
+	Offset     json.RawMessage `json:"offset,omitempty"`
+	Now        string          `json:"now"`
 	Properties json.RawMessage `json:"properties"`
 	Set        json.RawMessage `json:"$set,omitempty"`
 	SetOnce    json.RawMessage `json:"$set_once,omitempty"`
 	Token      string          `json:"token,omitempty"`
-	SentAt     string          `json:"sent_at,omitempty"`
-	Now        string          `json:"now"`
 }
 
 // timeFormat is RFC 3339 in UTC with milliseconds, as PostHog writes timestamps.
@@ -78,17 +79,31 @@ const timeFormat = "2006-01-02T15:04:05.000Z"
 // maxDistinctIDLen is PostHog's limit; longer ids are truncated.
 const maxDistinctIDLen = 200
 
+// parse decodes JSON without copying: the raw messages point into b, which the
+// request owns (segmentio/encoding copies each one otherwise).
+func parse(b []byte, v any) error {
+	rest, err := json.Parse(b, v, json.DontCopyRawMessage)
+	if err == nil && len(rest) != 0 {
+		err = fmt.Errorf("invalid character %q after top-level value", rest[0])
+	}
+	return err
+}
+
 // parseBatch decodes a JSON payload: an array of events, a {batch: […]} object, or
-// one event.
-func parseBatch(payload []byte) (*batch, error) {
+// one event, into its events' raw bytes; parseEvents decodes the events. Before any
+// per-event memory is allocated it calls reserve with the number of events, so the
+// in-flight budget can refuse a payload of millions of tiny events ("[{},{},…]": 3
+// bytes each, 24 to hold their raw bytes alone) before it costs anything. The payload's
+// depth was checked (event.CheckDepth): the parser recurses.
+func parseBatch(payload []byte, reserve func(events int) error) (*batch, error) {
 	b := &batch{}
 	switch payload[0] {
 	case '[':
-		if err := json.Unmarshal(payload, &b.raws); err != nil {
+		if err := b.parseArray(payload, reserve); err != nil {
 			return nil, fmt.Errorf("invalid JSON: %w", err)
 		}
 	case '{':
-		if err := b.parseObject(payload); err != nil {
+		if err := b.parseObject(payload, reserve); err != nil {
 			return nil, err
 		}
 	default:
@@ -97,25 +112,99 @@ func parseBatch(payload []byte) (*batch, error) {
 	if len(b.raws) == 0 {
 		return nil, errors.New("no events in payload")
 	}
-	b.events = make([]inEvent, len(b.raws))
-	for i, raw := range b.raws {
-		if err := b.events[i].parse(raw); err != nil {
-			return nil, fmt.Errorf("events[%d]: %w", i, err)
-		}
-	}
 	return b, nil
 }
 
-func (b *batch) parseObject(payload []byte) error {
+// parseArray decodes a JSON array of events into b.raws, after reserving for them.
+func (b *batch) parseArray(array []byte, reserve func(events int) error) error {
+	n := countElements(array)
+	if err := reserve(n); err != nil {
+		return err
+	}
+	b.raws = make([]json.RawMessage, 0, n)
+	return parse(array, &b.raws)
+}
+
+// countElements counts the elements of the JSON array b starts with (a comma inside
+// it counts one more), without allocating or recursing; for anything else it is 1.
+// Malformed input only makes the count wrong: the parse that follows reports it.
+func countElements(b []byte) int {
+	b = bytes.TrimLeft(b, " \t\r\n")
+	if len(b) == 0 || b[0] != '[' {
+		return 1
+	}
+	n, depth, empty := 1, 0, true
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '"':
+			for i++; i < len(b) && b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					i++
+				}
+			}
+			empty = false
+		case '[', '{':
+			if depth++; depth > 1 {
+				empty = false
+			}
+		case ']', '}':
+			if depth--; depth == 0 {
+				if empty {
+					return 0
+				}
+				return n
+			}
+		case ',':
+			if depth == 1 {
+				n++
+			}
+		case ' ', '\t', '\r', '\n':
+		default:
+			empty = false
+		}
+	}
+	return n
+}
+
+// parseEvents decodes each event of b, or refuses the request naming the first event
+// that is not one.
+func (b *batch) parseEvents() *apiError {
+	b.events = make([]inEvent, len(b.raws))
+	for i, raw := range b.raws {
+		if err := b.events[i].parse(raw); err != nil {
+			return invalid(fmt.Sprintf("events[%d]: %v", i, err), "invalid_payload")
+		}
+	}
+	return nil
+}
+
+// parseEachEvent decodes each event of b and returns each one's error (nil when it
+// decoded); it stops at nothing.
+func (b *batch) parseEachEvent() []error {
+	b.events = make([]inEvent, len(b.raws))
+	errs := make([]error, len(b.raws))
+	for i, raw := range b.raws {
+		errs[i] = b.events[i].parse(raw)
+	}
+	return errs
+}
+
+func (b *batch) parseObject(payload []byte, reserve func(events int) error) error {
 	var env envelope
-	if err := json.Unmarshal(payload, &env); err != nil {
+	if err := parse(payload, &env); err != nil {
 		return fmt.Errorf("invalid JSON: %w", err)
 	}
 	if isAbsent(env.Batch) {
+		if err := reserve(1); err != nil {
+			return err
+		}
 		b.raws = []json.RawMessage{payload}
 		return nil
 	}
-	if err := json.Unmarshal(env.Batch, &b.raws); err != nil {
+	if err := b.parseArray(env.Batch, reserve); err != nil {
+		if errors.Is(err, errBusy) || errors.Is(err, errOverBudget) {
+			return err
+		}
 		return fmt.Errorf("batch: must be an array of events: %w", err)
 	}
 	for _, raw := range []json.RawMessage{env.APIKey, env.Token} {
@@ -128,7 +217,7 @@ func (b *batch) parseObject(payload []byte) error {
 			break
 		}
 	}
-	b.sentAt, _ = parseTime(env.SentAt)
+	b.sentAt = nonNull(env.SentAt)
 	return nil
 }
 
@@ -136,7 +225,7 @@ func (e *inEvent) parse(raw json.RawMessage) error {
 	if len(raw) == 0 || raw[0] != '{' {
 		return errors.New("not a JSON object")
 	}
-	if err := json.Unmarshal(raw, e); err != nil {
+	if err := parse(raw, e); err != nil {
 		return fmt.Errorf("invalid event: %w", err)
 	}
 	if isAbsent(e.Properties) {
@@ -146,7 +235,7 @@ func (e *inEvent) parse(raw json.RawMessage) error {
 	if e.Properties[0] != '{' {
 		return errors.New("properties: must be an object")
 	}
-	if err := json.Unmarshal(e.Properties, &e.props); err != nil {
+	if err := parse(e.Properties, &e.props); err != nil {
 		return fmt.Errorf("properties: %w", err)
 	}
 	return nil
@@ -240,9 +329,9 @@ func canonicalUUID(s string) (string, bool) {
 // request says about it, so the SDK retrying the same request produces the same uuid.
 // Without any client time (timestamp, sent_at) identical requests are told apart by
 // the server's clock instead.
-func derivedUUID(token string, sentAt time.Time, index int, raw []byte, now time.Time, hasClientTime bool) string {
+func derivedUUID(token string, sentAt []byte, index int, raw []byte, now time.Time, hasClientTime bool) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%d\x00%d\x00", token, sentAt.UnixNano(), index)
+	fmt.Fprintf(h, "%s\x00%s\x00%d\x00", token, sentAt, index)
 	if !hasClientTime {
 		fmt.Fprintf(h, "%d\x00", now.UnixNano())
 	}
@@ -278,22 +367,4 @@ func truncate(b []byte, n int) string {
 		return string(b)
 	}
 	return string(b[:n]) + "…"
-}
-
-// offsetMs reads an event's offset (milliseconds before now), if it has one.
-func (e *inEvent) offsetMs() (float64, bool, error) {
-	if isAbsent(e.Offset) {
-		return 0, false, nil
-	}
-	ms, err := strconv.ParseFloat(string(e.Offset), 64)
-	if err != nil {
-		return 0, false, fmt.Errorf("offset: must be a number of milliseconds, got %s", truncate(e.Offset, 40))
-	}
-	return ms, true, nil
-}
-
-// ignoresSentAt reports the $ignore_sent_at property historical imports set to opt out
-// of clock-skew correction.
-func (e *inEvent) ignoresSentAt() bool {
-	return bytes.Equal(e.props.IgnoreSentAt, []byte("true"))
 }

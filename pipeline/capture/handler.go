@@ -15,6 +15,9 @@ import (
 	"github.com/segmentio/encoding/json"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/flagwatch/flagwatch/pipeline/capture/proxy"
+	"github.com/flagwatch/flagwatch/pipeline/event"
 )
 
 // Producer is the part of a Kafka client capture uses; *kgo.Client implements it.
@@ -28,35 +31,109 @@ type Producer interface {
 // Endpoints are the PostHog capture paths served (each also without the trailing slash).
 var Endpoints = []string{"/batch/", "/e/", "/i/v0/e/", "/capture/", "/track/"}
 
-const healthTimeout = 2 * time.Second
-
-type handler struct {
-	p      Producer
-	opts   Options
-	tokens map[string]bool
-	m      *metrics
-	log    *slog.Logger
+// Handler serves the capture endpoints (or, in proxy mode, forwards everything to
+// PostHog and copies the events), the PostHog webhook, /healthz and /metrics.
+type Handler struct {
+	root    http.Handler
+	p       Producer
+	opts    Options
+	tokens  map[string]bool
+	cors    map[string]bool // origins allowed to send credentials
+	m       *metrics
+	budget  *budget
+	kafka   *kafkaState
+	webhook *webhookAuth
+	tee     *tee // nil outside proxy mode
+	log     *slog.Logger
 }
 
-// NewHandler serves the capture endpoints, /healthz (Kafka reachable) and /metrics,
-// producing through p. It registers its metrics on opts.Registry.
-func NewHandler(p Producer, opts Options) http.Handler {
+// NewHandler serves the capture endpoints, the PostHog webhook, /healthz (opts.Health,
+// where Kafka's state is the "kafka" component) and /metrics, producing through p; with
+// opts.Upstream it is PostHog's reverse proxy instead of the capture endpoints (see
+// Options.Upstream). It registers its metrics on opts.Registry. Kafka's state comes from
+// produce outcomes and from WatchKafka, which the caller runs (Run does); in proxy mode
+// the caller also calls Close after the HTTP server stopped.
+func NewHandler(p Producer, opts Options) (*Handler, error) {
 	opts = opts.withDefaults()
-	h := &handler{p: p, opts: opts, tokens: map[string]bool{}, m: newMetrics(opts.Registry), log: opts.Logger}
+	if err := opts.validate(); err != nil {
+		return nil, fmt.Errorf("capture options: %w", err)
+	}
+	api, assets, _ := opts.upstreams()
+	m := newMetrics(opts.Registry)
+	// In proxy mode PostHog answers the SDKs: Kafka down only costs flagwatch its copy,
+	// which /healthz shows as degraded rather than failing.
+	kafkaHealth := opts.Health
+	if api != nil {
+		kafkaHealth = nil
+	}
+	h := &Handler{p: p, opts: opts, tokens: map[string]bool{}, cors: map[string]bool{}, m: m,
+		budget:  newBudget(opts.MaxInFlightBytes, opts.MaxInFlightRequests, m),
+		kafka:   newKafkaState(p, kafkaHealth, opts.Now, opts.Logger),
+		webhook: newWebhookAuth(opts.WebhookSecret), log: opts.Logger}
 	for _, t := range opts.Tokens {
 		h.tokens[t] = true
 	}
-	mux := http.NewServeMux()
-	for _, ep := range Endpoints {
-		mux.Handle(ep+"{$}", h.endpoint(ep))
-		mux.Handle(strings.TrimSuffix(ep, "/"), h.endpoint(ep))
+	for _, o := range opts.CORSCredentialOrigins {
+		h.cors[o] = true
 	}
-	mux.HandleFunc("GET /healthz", h.healthz)
+	if api != nil {
+		h.tee = newTee(h)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(WebhookPath, h.webhookEndpoint())
+	mux.Handle("GET /healthz", h.healthz())
 	mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{}))
-	return mux
+	h.root = mux
+	if api == nil {
+		for _, ep := range Endpoints {
+			mux.Handle(ep+"{$}", h.endpoint(ep))
+			mux.Handle(strings.TrimSuffix(ep, "/"), h.endpoint(ep))
+		}
+		return h, nil
+	}
+	px, err := proxy.New(proxy.Options{API: api, Assets: assets, MaxBodyBytes: opts.ProxyMaxBodyBytes, Tap: h.tee,
+		AdjustResponse: h.proxyCORS, Health: opts.Health, Registry: opts.Registry, Logger: opts.Logger})
+	if err != nil {
+		_ = h.tee.close(context.Background())
+		return nil, fmt.Errorf("capture proxy: %w", err)
+	}
+	// Everything but flagwatch's own paths goes to PostHog as it came: no ServeMux in
+	// front of the proxy, which would clean or redirect paths.
+	h.root = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/healthz", "/metrics", WebhookPath:
+			mux.ServeHTTP(w, r)
+		default:
+			px.ServeHTTP(w, r)
+		}
+	})
+	return h, nil
 }
 
-func (h *handler) endpoint(name string) http.Handler {
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.root.ServeHTTP(w, r) }
+
+// WatchKafka pings the brokers until ctx ends — every KafkaCheckInterval while they
+// answer, every second while they do not — and reports the outcome to /healthz and to
+// the requests, which fail fast while Kafka is known to be down.
+func (h *Handler) WatchKafka(ctx context.Context) {
+	h.kafka.watch(ctx, h.opts.KafkaCheckInterval)
+}
+
+// Close, in proxy mode, stops taking copies of events and waits until the copies already
+// taken are decoded and handed to the producer, or ctx ends (then the rest are dropped
+// and counted). Call it once the HTTP server has stopped; flush the producer after it.
+func (h *Handler) Close(ctx context.Context) error {
+	if h.tee == nil {
+		return nil
+	}
+	return h.tee.close(ctx)
+}
+
+// listed reports whether token is a project key flagwatch keeps (all are, when none is
+// configured).
+func (h *Handler) listed(token string) bool { return len(h.tokens) == 0 || h.tokens[token] }
+
+func (h *Handler) endpoint(name string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		status := h.serve(w, r)
@@ -66,8 +143,8 @@ func (h *handler) endpoint(name string) http.Handler {
 }
 
 // serve handles one capture request and returns the status it answered.
-func (h *handler) serve(w http.ResponseWriter, r *http.Request) int {
-	allowCORS(w, r)
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request) int {
+	h.allowCORS(w, r)
 	switch r.Method {
 	case http.MethodOptions:
 		w.WriteHeader(http.StatusOK)
@@ -86,43 +163,127 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) int {
 }
 
 // accept decodes, checks and produces a request's events; it returns only once Kafka has
-// acknowledged all of them, or with the *apiError to answer.
-func (h *handler) accept(w http.ResponseWriter, r *http.Request) *apiError {
-	body, err := readBody(w, r, h.opts.MaxBodyBytes)
-	if err != nil {
-		return payloadError(err)
+// acknowledged all of them, or with the *apiError to answer. The cheap refusals come
+// before any work: a wrong token outside the body, Kafka known to be down, no room in
+// the in-flight budget.
+func (h *Handler) accept(w http.ResponseWriter, r *http.Request) *apiError {
+	q := r.URL.Query()
+	for _, tok := range outsideTokens(q, r.Header) {
+		if aerr := h.authorize(tok); aerr != nil {
+			return aerr
+		}
 	}
-	h.m.bytes.WithLabelValues("received").Add(float64(len(body) + len(r.URL.Query().Get("data"))))
-	payload, err := unwrapRequest(r, body, h.opts.MaxBodyBytes)
-	if err != nil {
-		return payloadError(err)
-	}
-	h.m.bytes.WithLabelValues("decoded").Add(float64(len(payload)))
-	b, err := parseBatch(payload)
-	if err != nil {
-		return invalid(err.Error())
-	}
-	token, err := requestToken(r, b)
-	if err != nil {
-		return invalid(err.Error())
-	}
-	if aerr := h.authorize(token); aerr != nil {
+	recs, aerr := h.readRecords(w, r, false)
+	if aerr != nil {
 		return aerr
 	}
-	now := h.opts.Now()
-	rc := recordContext{topic: h.opts.Topic, token: token, now: now, sentAt: b.sentAt}
-	if rc.sentAt.IsZero() {
-		rc.sentAt = querySentAt(r.URL.Query().Get("_"))
-	}
-	recs, badTimes, err := buildRecords(b, rc)
-	if err != nil {
-		return invalid(err.Error())
-	}
-	h.m.invalidTimes.Add(float64(badTimes))
-	return h.produce(r.Context(), recs)
+	defer recs.release()
+	return h.produce(r.Context(), recs.recs)
 }
 
-func (h *handler) authorize(token string) *apiError {
+// records are a request's records, holding their share of the in-flight budget until
+// released.
+type records struct {
+	recs []*kgo.Record
+	res  *reservation
+}
+
+func (rs records) release() { rs.res.release() }
+
+// readRecords reads, decodes and checks a request's events into records, whole or not
+// at all, once Kafka is not known to be down and the request fits in the budget. A
+// capture request's project key must be one of Tokens; a webhook's events may come in
+// the destination's default body, and carry no key (the secret authenticated them).
+func (h *Handler) readRecords(w http.ResponseWriter, r *http.Request, webhook bool) (records, *apiError) {
+	if down := h.kafka.down(); down != nil {
+		h.m.produceFails.WithLabelValues("known_down").Inc()
+		return records{}, kafkaUnavailable(down, h.opts.RetryAfter)
+	}
+	res, err := h.budget.admit()
+	if err != nil {
+		return records{}, h.overload(err)
+	}
+	payload, received, err := readPayload(w, r, h.opts.MaxBodyBytes, res)
+	h.m.bytes.WithLabelValues("received").Add(float64(received))
+	if err != nil {
+		res.release()
+		return records{}, h.payloadError(err)
+	}
+	h.m.bytes.WithLabelValues("decoded").Add(float64(len(payload)))
+	b, aerr := h.decodeBatch(payload, res)
+	if aerr == nil && webhook {
+		b.unwrapDestinationEvents()
+	}
+	if aerr == nil {
+		aerr = b.parseEvents()
+	}
+	var token string
+	if aerr == nil && !webhook {
+		token, aerr = h.requestToken(r, b)
+	}
+	if aerr != nil {
+		res.release()
+		return records{}, aerr
+	}
+	rc := recordContext{topic: h.opts.Topic, token: token, now: h.opts.Now(), sentAt: b.sentAt}
+	if rc.sentAt == nil {
+		rc.sentAt = querySentAt(r.URL.Query().Get("_"))
+	}
+	recs, err := buildRecords(b, rc)
+	if err != nil {
+		res.release()
+		var ee *eventError
+		if errors.As(err, &ee) {
+			if ee.err.Reason == event.ReasonBadTimestamp {
+				h.m.invalidTimes.Inc()
+			}
+			return records{}, invalid(err.Error(), ee.err.Reason)
+		}
+		return records{}, invalid(err.Error(), "invalid_payload")
+	}
+	return records{recs: recs, res: res}, nil
+}
+
+// decodeBatch splits a payload into its events' raw bytes, within the budget. The token
+// may be inside the body: until it is known, the work is bounded by the size limits and
+// the budget, and the recursive parser is only reached by a payload of bounded depth.
+func (h *Handler) decodeBatch(payload []byte, res *reservation) (*batch, *apiError) {
+	if err := event.CheckDepth(payload); err != nil {
+		return nil, invalid(err.Error(), event.ReasonTooDeep)
+	}
+	if err := res.growForParse(len(payload), 0); err != nil {
+		return nil, h.overload(err)
+	}
+	b, err := parseBatch(payload, func(events int) error { return res.grow(eventCost * int64(events)) })
+	if errors.Is(err, errBusy) || errors.Is(err, errOverBudget) {
+		return nil, h.overload(err)
+	}
+	if err != nil {
+		return nil, invalid(err.Error(), "invalid_payload")
+	}
+	return b, nil
+}
+
+// parseCost is what parsing a payload of n bytes holds beyond the payload itself: the
+// records built from it (the events' bytes again) and the copy of each event's
+// properties that the ingest decoder's check makes; the parse itself does not copy
+// (zero-copy raw messages). Once the events are counted, each reserves eventCost more
+// for what every event costs whatever its size (its decoded fields, record, uuid,
+// envelope fields). TestParseCostCoversAllocations keeps both honest.
+func parseCost(n int) int64 { return 2*int64(n) + int64(n)/16 + 4<<10 }
+
+const eventCost = 3072
+
+// requestToken is the request's project key, which must be one of Tokens.
+func (h *Handler) requestToken(r *http.Request, b *batch) (string, *apiError) {
+	token, err := requestToken(r.URL.Query(), r.Header, b)
+	if err != nil {
+		return "", invalid(err.Error(), "invalid_payload")
+	}
+	return token, h.authorize(token)
+}
+
+func (h *Handler) authorize(token string) *apiError {
 	if len(h.tokens) == 0 || h.tokens[token] {
 		return nil
 	}
@@ -133,15 +294,29 @@ func (h *handler) authorize(token string) *apiError {
 	return &apiError{status: http.StatusUnauthorized, kind: "authentication_error", code: "invalid_api_key", detail: detail}
 }
 
+// overload answers a refusal by the in-flight budget: 503 with Retry-After while other
+// requests hold it, 413 when this request alone would not fit.
+func (h *Handler) overload(err error) *apiError {
+	if errors.Is(err, errOverBudget) {
+		return &apiError{status: http.StatusRequestEntityTooLarge, kind: "validation_error", code: "payload_too_large",
+			detail: err.Error()}
+	}
+	return &apiError{status: http.StatusServiceUnavailable, kind: "server_error", code: "over_capacity",
+		detail: "events not stored, retry later: " + err.Error(), retryAfter: h.opts.RetryAfter}
+}
+
 // produce waits for the acks of all recs, at most ProduceTimeout. A client that
 // disconnects does not cancel it: once started, the request's records are seen through.
-func (h *handler) produce(ctx context.Context, recs []*kgo.Record) *apiError {
+func (h *Handler) produce(ctx context.Context, recs []*kgo.Record) *apiError {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.opts.ProduceTimeout)
 	defer cancel()
 	start := time.Now()
+	h.m.awaitingAcks.Inc()
 	err := produceAll(ctx, h.p, recs)
+	h.m.awaitingAcks.Dec()
 	h.m.produceTime.Observe(time.Since(start).Seconds())
 	if err == nil {
+		h.kafka.ok()
 		h.m.events.Add(float64(len(recs)))
 		h.m.batchSize.Observe(float64(len(recs)))
 		return nil
@@ -152,9 +327,14 @@ func (h *handler) produce(ctx context.Context, recs []*kgo.Record) *apiError {
 			detail: "an event is larger than Kafka accepts: " + err.Error()}
 	}
 	h.m.produceFails.WithLabelValues("unavailable").Inc()
-	h.log.Warn("Kafka did not acknowledge events; answering 503", "events", len(recs), "err", err)
+	h.kafka.failed(err)
+	h.log.Warn("Kafka did not acknowledge events; answering 503 until a broker answers again", "events", len(recs), "err", err)
+	return kafkaUnavailable(err, h.opts.RetryAfter)
+}
+
+func kafkaUnavailable(err error, retryAfter time.Duration) *apiError {
 	return &apiError{status: http.StatusServiceUnavailable, kind: "server_error", code: "kafka_unavailable",
-		detail: "events not stored, retry later: " + err.Error(), retryAfter: h.opts.RetryAfter}
+		detail: "events not stored, retry later: " + err.Error(), retryAfter: retryAfter}
 }
 
 // produceAll produces recs and waits for every ack or for ctx to end. It does not rely
@@ -181,22 +361,13 @@ func produceAll(ctx context.Context, p Producer, recs []*kgo.Record) error {
 	return first
 }
 
-func (h *handler) healthz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), healthTimeout)
-	defer cancel()
-	if err := h.p.Ping(ctx); err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "kafka": err.Error()})
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-}
-
 // apiError is an error answer, written as PostHog writes its errors:
 // {"type": …, "code": …, "detail": …}.
 type apiError struct {
 	status     int
 	kind       string
 	code       string
+	reason     string // metrics label; code when empty
 	detail     string
 	retryAfter time.Duration
 }
@@ -208,25 +379,34 @@ type errorBody struct {
 	Detail string `json:"detail"`
 }
 
-func invalid(detail string) *apiError {
-	return &apiError{status: http.StatusBadRequest, kind: "validation_error", code: "invalid_payload", detail: detail}
+// invalid is a 400 for a payload that can never be accepted; reason labels the metric.
+func invalid(detail, reason string) *apiError {
+	return &apiError{status: http.StatusBadRequest, kind: "validation_error", code: "invalid_payload", reason: reason, detail: detail}
 }
 
-// payloadError maps a body-reading or decoding error to 413 or 400.
-func payloadError(err error) *apiError {
-	if errors.Is(err, errTooLarge) {
+// payloadError maps a body-reading or decoding error to 413, 503 (budget) or 400.
+func (h *Handler) payloadError(err error) *apiError {
+	switch {
+	case errors.Is(err, errBusy), errors.Is(err, errOverBudget):
+		return h.overload(err)
+	case errors.Is(err, errTooLarge):
 		return &apiError{status: http.StatusRequestEntityTooLarge, kind: "validation_error", code: "payload_too_large", detail: err.Error()}
 	}
-	return invalid(err.Error())
+	return invalid(err.Error(), "invalid_payload")
 }
 
-func (h *handler) fail(w http.ResponseWriter, r *http.Request, e *apiError) int {
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, e *apiError) int {
 	if e.retryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(e.retryAfter.Seconds()))))
 	}
 	if e.status < 500 {
 		h.log.Debug("Capture request rejected", "path", r.URL.Path, "status", e.status, "detail", e.detail)
 	}
+	reason := e.reason
+	if reason == "" {
+		reason = e.code
+	}
+	h.m.rejected.WithLabelValues(reason).Inc()
 	writeJSON(w, e.status, errorBody{Type: e.kind, Code: e.code, Detail: e.detail})
 	return e.status
 }
@@ -240,26 +420,4 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
-}
-
-// allowCORS lets browsers (posthog-js) post from any origin, as PostHog does.
-func allowCORS(w http.ResponseWriter, r *http.Request) {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return
-	}
-	hd := w.Header()
-	hd.Set("Access-Control-Allow-Origin", origin)
-	hd.Set("Access-Control-Allow-Credentials", "true")
-	hd.Add("Vary", "Origin")
-	if r.Method != http.MethodOptions {
-		return
-	}
-	hd.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
-	allowed := r.Header.Get("Access-Control-Request-Headers")
-	if allowed == "" {
-		allowed = "Content-Type, Content-Encoding, Authorization"
-	}
-	hd.Set("Access-Control-Allow-Headers", allowed)
-	hd.Set("Access-Control-Max-Age", "86400")
 }

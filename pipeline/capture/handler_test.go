@@ -8,14 +8,19 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flagwatch/flagwatch/pipeline/capture"
+	"github.com/flagwatch/flagwatch/pipeline/event"
 )
 
 // What posthog-node sends: {api_key, batch, sent_at}, gzip, Content-Encoding: gzip. The
-// client's clock is one minute slow, so each event moves forward by one minute.
+// message carries the client's times as sent and capture's own (now); the client's
+// clock is one minute slow, so the decoder ingest runs moves each event forward by one
+// minute.
 func TestBatchFromPostHogNodeIsProducedKeyedByDistinctIDWithSkewCorrected(t *testing.T) {
 	e := newEnv(t, capture.Options{Tokens: []string{"phc_test"}})
 	body := `{"api_key":"phc_test","sent_at":"2026-03-04T11:59:00.000Z","batch":[
@@ -33,14 +38,16 @@ func TestBatchFromPostHogNodeIsProducedKeyedByDistinctIDWithSkewCorrected(t *tes
 	recs := e.records(2)
 	require.Equal(t, "user-1", string(recs[0].Key))
 	require.JSONEq(t, `{"uuid":"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a51","event":"$feature_flag_called",
-	  "distinct_id":"user-1","timestamp":"2026-03-04T11:59:58.000Z",
+	  "distinct_id":"user-1","timestamp":"2026-03-04T11:58:58.000Z",
 	  "properties":{"$feature_flag":"new-checkout","$feature_flag_response":"test","$lib":"posthog-node"},
 	  "token":"phc_test","sent_at":"2026-03-04T11:59:00.000Z","now":"2026-03-04T12:00:00.000Z"}`, string(recs[0].Value))
+	require.Equal(t, fixedNow.Add(-2*time.Second), storedTime(t, recs[0]))
 	require.Equal(t, "user-2", string(recs[1].Key))
 	require.JSONEq(t, `{"uuid":"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a52","event":"purchase",
-	  "distinct_id":"user-2","timestamp":"2026-03-04T11:59:59.500Z",
+	  "distinct_id":"user-2","timestamp":"2026-03-04T11:58:59.500Z",
 	  "properties":{"$feature/new-checkout":"control","revenue":42.5,"nested":{"a":[1,2]}},
 	  "token":"phc_test","sent_at":"2026-03-04T11:59:00.000Z","now":"2026-03-04T12:00:00.000Z"}`, string(recs[1].Value))
+	require.Equal(t, fixedNow.Add(-500*time.Millisecond), storedTime(t, recs[1]))
 }
 
 // pageview is one event as posthog-js sends it; wantPageview is its message when the
@@ -64,6 +71,7 @@ func TestEndpointsAndEncodings(t *testing.T) {
 		header http.Header
 		body   []byte
 		want   string
+		stored time.Time // when the decoder places the event; zero: the timestamp as sent
 	}{
 		{name: "batch, plain JSON, no trailing slash", method: "POST", path: "/batch",
 			header: hdr("Content-Type", "application/json"),
@@ -72,8 +80,9 @@ func TestEndpointsAndEncodings(t *testing.T) {
 			path:   "/e/?compression=gzip-js&ip=1&_=1772623805000&ver=1.200.0", // 11:30:05
 			header: hdr("Content-Type", "text/plain"), body: nil,
 			want: `{"uuid":"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b","event":"$pageview","distinct_id":"u-1",` +
-				`"timestamp":"2026-03-04T11:29:55.000Z","properties":{"token":"phc_test","$title":">>~~~??"},` +
-				`"token":"phc_test","sent_at":"2026-03-04T11:30:05.000Z","now":"2026-03-04T12:00:00.000Z"}`},
+				`"timestamp":"2026-03-04T11:00:00.000Z","properties":{"token":"phc_test","$title":">>~~~??"},` +
+				`"token":"phc_test","sent_at":"2026-03-04T11:30:05.000Z","now":"2026-03-04T12:00:00.000Z"}`,
+			stored: time.Date(2026, 3, 4, 11, 29, 55, 0, time.UTC)},
 		{name: "i/v0/e, gzip magic bytes without header", method: "POST", path: "/i/v0/e/",
 			header: hdr("Content-Type", "application/json"), body: nil},
 		{name: "capture, single event", method: "POST", path: "/capture/",
@@ -107,10 +116,17 @@ func TestEndpointsAndEncodings(t *testing.T) {
 			recs := e.records(1)
 			require.Equal(t, "u-1", string(recs[0].Key))
 			require.JSONEq(t, want, string(recs[0].Value))
+			stored := c.stored
+			if stored.IsZero() {
+				stored = time.Date(2026, 3, 4, 11, 0, 0, 0, time.UTC)
+			}
+			require.Equal(t, stored, storedTime(t, recs[0]))
 		})
 	}
 }
 
+// The time rule applied to what capture forwards: each event is stored where the
+// decoder ingest runs places it, whatever form the client's times took.
 func TestClockSkewAndDistinctIDForms(t *testing.T) {
 	e := newEnv(t, capture.Options{})
 	body := `{"api_key":"k","sent_at":"2026-03-04T13:00:00Z","batch":[
@@ -122,29 +138,31 @@ func TestClockSkewAndDistinctIDForms(t *testing.T) {
 	   "timestamp":"2025-12-01T00:00:00Z","properties":{"$ignore_sent_at":true}},
 	  {"event":"e","distinct_id":"future","uuid":"00000000-0000-4000-8000-000000000005",
 	   "timestamp":"2026-03-06T00:00:00Z","properties":{"$ignore_sent_at":true}},
-	  {"event":"f","distinct_id":"garbled","uuid":"00000000-0000-4000-8000-000000000006","timestamp":"last tuesday"},
-	  {"event":"g","distinct_id":"millis","uuid":"00000000-0000-4000-8000-000000000007","timestamp":1772629170000}]}`
+	  {"event":"g","distinct_id":"millis","uuid":"00000000-0000-4000-8000-000000000007","timestamp":1772629170000},
+	  {"event":"h","distinct_id":"zone","uuid":"00000000-0000-4000-8000-000000000008","timestamp":"2026-03-04T13:59:40.5+0100"},
+	  {"event":"i","distinct_id":"date","uuid":"00000000-0000-4000-8000-000000000009","timestamp":"2026-03-04",
+	   "properties":{"$ignore_sent_at":true}}]}`
 
 	res := e.post("/batch/", nil, []byte(body))
 
 	require.Equal(t, http.StatusOK, res.status, res.body)
-	want := map[string]string{ // key → event, timestamp
-		"42":       "a 2026-03-04T11:59:30.000Z", // 11:59:30Z stamped 30 s before sent_at
-		"dollar":   "b 2026-03-04T11:59:58.500Z", // offset 1.5 s
-		"in-props": "c 2026-03-04T11:59:50.000Z", // event-level sent_at wins over the batch's
-		"hist":     "d 2025-12-01T00:00:00.000Z", // $ignore_sent_at: taken as is
-		"future":   "e 2026-03-04T12:00:00.000Z", // > 23 h ahead: now
-		"garbled":  "f 2026-03-04T12:00:00.000Z", // unparseable: now
-		"millis":   "g 2026-03-04T11:59:30.000Z", // epoch ms 12:59:30Z, skew-corrected
+	want := map[string]string{ // key → event, stored time
+		"42":       "a 2026-03-04T11:59:30Z",   // 12:59:30Z stamped 30 s before sent_at
+		"dollar":   "b 2026-03-04T11:59:58.5Z", // offset 1.5 s
+		"in-props": "c 2026-03-04T11:59:50Z",   // event-level sent_at wins over the batch's
+		"hist":     "d 2025-12-01T00:00:00Z",   // $ignore_sent_at: taken as is
+		"future":   "e 2026-03-04T12:00:00Z",   // > 23 h ahead: now
+		"millis":   "g 2026-03-04T11:59:30Z",   // epoch ms 12:59:30Z, skew-corrected
+		"zone":     "h 2026-03-04T11:59:40.5Z", // +0100
+		"date":     "i 2026-03-04T00:00:00Z",   // a date alone is midnight UTC
 	}
 	got := map[string]string{}
 	for _, r := range e.records(len(want)) {
 		m := decode(t, r.Value)
 		require.Equal(t, m["distinct_id"], string(r.Key))
-		got[string(r.Key)] = fmt.Sprint(m["event"], " ", m["timestamp"])
+		got[string(r.Key)] = fmt.Sprint(m["event"], " ", storedTime(t, r).Format(time.RFC3339Nano))
 	}
 	require.Equal(t, want, got)
-	require.Contains(t, e.metrics(), "flagwatch_capture_invalid_timestamps_total 1")
 }
 
 // An event without a uuid gets one derived from the request, so an SDK's retry of the
@@ -259,7 +277,12 @@ func TestMalformedRequestsAreRejectedWholeWithTheProblemNamed(t *testing.T) {
 			`unsupported Content-Encoding \"br\" (use gzip)`},
 		{"lz64", "POST", "/e/?compression=lz64", nil, `N4Ig`, 400, `compression \"lz64\" is not supported`},
 		{"offset not a number", "POST", "/capture/", nil, `{"event":"x","distinct_id":"u","offset":"soon"}`, 400,
-			`events[0]: offset: must be a number of milliseconds`},
+			`events[0]: bad_timestamp: offset \"soon\": must be a number of milliseconds`},
+		{"event name too long", "POST", "/capture/", nil, `{"event":"` + strings.Repeat("x", 201) + `","distinct_id":"u"}`, 400,
+			`events[0]: bad_name: event name \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"… is 201 bytes, longer than 200`},
+		{"flag key with a newline", "POST", "/capture/", nil,
+			`{"event":"$feature_flag_called","distinct_id":"u","properties":{"$feature_flag":"a\nb","$feature_flag_response":"x"}}`, 400,
+			`events[0]: bad_name: flag key \"a\\nb\" has a control character at byte 1`},
 		{"method", "PUT", "/e/", nil, good, 405, "method PUT not allowed"},
 	}
 	for _, c := range cases {
@@ -274,21 +297,37 @@ func TestMalformedRequestsAreRejectedWholeWithTheProblemNamed(t *testing.T) {
 	require.Equal(t, "ok", decode(t, recs[0].Value)["event"])
 }
 
-func TestCORSPreflight(t *testing.T) {
-	e := newEnv(t, capture.Options{})
-	res := e.do(http.MethodOptions, "/e/", hdr("Origin", "https://shop.example",
-		"Access-Control-Request-Method", "POST", "Access-Control-Request-Headers", "content-type"), nil)
-	require.Equal(t, http.StatusOK, res.status)
+// CORS: any origin may send events, none gets credentials by reflection; the origins
+// configured for credentials (posthog-js's XHR transport sends them) get exactly that.
+func TestCORS(t *testing.T) {
+	e := newEnv(t, capture.Options{CORSCredentialOrigins: []string{"https://shop.example"}})
+	preflight := func(origin string) response {
+		return e.do(http.MethodOptions, "/e/", hdr("Origin", origin,
+			"Access-Control-Request-Method", "POST", "Access-Control-Request-Headers", "content-type"), nil)
+	}
+	for _, origin := range []string{"https://evil.example", "null", "https://shop.example.evil.example"} {
+		res := preflight(origin)
+		require.Equal(t, http.StatusOK, res.status)
+		require.Equal(t, "*", res.header.Get("Access-Control-Allow-Origin"), origin)
+		require.Empty(t, res.header.Get("Access-Control-Allow-Credentials"), origin)
+		require.Equal(t, "content-type", res.header.Get("Access-Control-Allow-Headers"))
+		post := e.post("/e/", hdr("Origin", origin), []byte(`{"event":"x","distinct_id":"u"}`))
+		require.Equal(t, http.StatusOK, post.status, post.body)
+		require.Equal(t, "*", post.header.Get("Access-Control-Allow-Origin"), origin)
+		require.Empty(t, post.header.Get("Access-Control-Allow-Credentials"), origin)
+	}
+	res := preflight("https://shop.example")
 	require.Equal(t, "https://shop.example", res.header.Get("Access-Control-Allow-Origin"))
 	require.Equal(t, "true", res.header.Get("Access-Control-Allow-Credentials"))
-	require.Equal(t, "content-type", res.header.Get("Access-Control-Allow-Headers"))
+	require.Contains(t, res.header.Values("Vary"), "Origin")
+	e.records(3)
 }
 
 func TestHealthzAndMetrics(t *testing.T) {
 	e := newEnv(t, capture.Options{})
 	health := e.do(http.MethodGet, "/healthz", nil, nil)
 	require.Equal(t, http.StatusOK, health.status, health.body)
-	require.JSONEq(t, `{"status":"ok"}`, health.body)
+	require.True(t, strings.HasPrefix(health.body, "ok\n"), health.body)
 
 	require.Equal(t, http.StatusOK, e.post("/batch/", nil, []byte(`{"api_key":"k","batch":[
 	  {"event":"a","distinct_id":"u"},{"event":"b","distinct_id":"u"}]}`)).status)
@@ -311,6 +350,15 @@ func (e *env) metrics() string {
 	res := e.do(http.MethodGet, "/metrics", nil, nil)
 	require.Equal(e.t, http.StatusOK, res.status)
 	return res.body
+}
+
+// storedTime is the time the decoder ingest runs gives the record's event.
+func storedTime(t testing.TB, r *kgo.Record) time.Time {
+	t.Helper()
+	evs, err := event.Decode(r.Value, r.Timestamp)
+	require.NoError(t, err, "%s", r.Value)
+	require.Len(t, evs, 1)
+	return time.UnixMilli(evs[0].TsMs).UTC()
 }
 
 func decode(t testing.TB, b []byte) map[string]any {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -18,22 +19,6 @@ var errTooLarge = errors.New("payload too large")
 
 var gzipMagic = []byte{0x1f, 0x8b}
 
-// readBody reads at most limit bytes of the request body.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	if r.Body == nil {
-		return nil, nil
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, fmt.Errorf("request body over %d bytes: %w", limit, errTooLarge)
-		}
-		return nil, fmt.Errorf("read request body: %w", err)
-	}
-	return body, nil
-}
-
 // wire is the payload as the request carries it, with how it says it is encoded.
 type wire struct {
 	data        []byte
@@ -41,41 +26,154 @@ type wire struct {
 	gzipped     bool   // Content-Encoding: gzip applies to data
 }
 
-// unwrapRequest finds the payload in a request, from PostHog's conventions: ?data= (GET
+// readPayload finds the payload in a request, from PostHog's conventions: ?data= (GET
 // pixel, or POST with the payload in the query), a form body's data= field, or the
-// body itself; then undoes its compression and encodings.
-func unwrapRequest(r *http.Request, body []byte, limit int64) ([]byte, error) {
-	w, err := locatePayload(r, body)
+// body itself; then undoes its compression and encodings. Every buffer it allocates is
+// reserved from res first, and nothing is decompressed before the request is known to
+// fit. received is the bytes the request carried.
+func readPayload(w http.ResponseWriter, r *http.Request, limit int64, res *reservation) (payload []byte, received int, err error) {
+	q := r.URL.Query()
+	if err := checkRequest(q, r.Header); err != nil {
+		return nil, 0, err
+	}
+	var body []byte
+	if q.Get("data") == "" {
+		if body, err = readBody(w, r, limit, res); err != nil {
+			return nil, len(body), err
+		}
+	}
+	return requestPayload(q, r.Header, body, limit, res)
+}
+
+// checkRequest refuses, before the body is read, the encodings capture cannot undo.
+func checkRequest(q url.Values, hdr http.Header) error {
+	if err := checkCompression(strings.ToLower(q.Get("compression"))); err != nil {
+		return err
+	}
+	if q.Get("data") != "" {
+		return nil
+	}
+	_, err := contentEncoding(hdr)
+	return err
+}
+
+// requestPayload is the JSON payload of a request whose query is q, headers hdr and body
+// body (already read, and reserved from res): ?data=, a form's data= field, or the body,
+// with its compression and encodings undone. received is the bytes the request carried.
+func requestPayload(q url.Values, hdr http.Header, body []byte, limit int64, res *reservation) (payload []byte, received int, err error) {
+	compression := strings.ToLower(q.Get("compression"))
+	if err := checkCompression(compression); err != nil {
+		return nil, 0, err
+	}
+	var in wire
+	if d := q.Get("data"); d != "" {
+		// Already in memory (net/http bounds the request line), but copied once more.
+		if err := res.grow(2 * int64(len(d))); err != nil {
+			return nil, len(d), err
+		}
+		in = wire{data: []byte(restorePlus(d)), compression: compression}
+		received = len(d)
+	} else {
+		enc, err := contentEncoding(hdr)
+		if err != nil {
+			return nil, 0, err
+		}
+		received = len(body)
+		if enc == "" && isForm(hdr, body) {
+			// url.ParseQuery copies the body, and the data field once more.
+			if err := res.grow(2 * int64(len(body))); err != nil {
+				return nil, received, err
+			}
+			if in, err = formPayload(body, compression); err != nil {
+				return nil, received, err
+			}
+		} else {
+			in = wire{data: body, gzipped: enc == "gzip", compression: compression}
+		}
+	}
+	if len(bytes.TrimSpace(in.data)) == 0 {
+		return nil, received, errors.New("empty payload")
+	}
+	payload, err = decodePayload(in, limit, res)
+	return payload, received, err
+}
+
+// readBody reads at most limit bytes of the request body into a buffer reserved from
+// res: the whole Content-Length up front when the client sent one.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64, res *reservation) ([]byte, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, nil
+	}
+	if r.ContentLength > limit {
+		return nil, fmt.Errorf("request body of %d bytes over %d: %w", r.ContentLength, limit, errTooLarge)
+	}
+	body, err := readAll(http.MaxBytesReader(w, r.Body, limit), limit, max(r.ContentLength, 0), res, true)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) || errors.Is(err, errTooLarge) {
+			return nil, fmt.Errorf("request body over %d bytes: %w", limit, errTooLarge)
+		}
+		if errors.Is(err, errBusy) || errors.Is(err, errOverBudget) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("read request body: %w", err)
+	}
+	return body, nil
+}
+
+// readAll reads r to its end, at most limit bytes (more is errTooLarge), into a buffer
+// it reserves from res before allocating: hint bytes first, doubling after. With
+// payload, the hint is also the payload's expected size, and the parse is reserved
+// with the buffer.
+func readAll(r io.Reader, limit, hint int64, res *reservation, payload bool) ([]byte, error) {
+	size := min(max(hint+1, 512), limit+1) // +1: a read that fills it is not at EOF yet
+	var err error
+	if payload && hint > 0 {
+		err = res.growForParse(int(hint), size)
+	} else {
+		err = res.grow(size)
+	}
 	if err != nil {
 		return nil, err
 	}
-	if len(bytes.TrimSpace(w.data)) == 0 {
-		return nil, errors.New("empty payload")
+	buf := make([]byte, 0, size)
+	for {
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if int64(len(buf)) > limit {
+			return nil, errTooLarge
+		}
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(buf) == cap(buf) {
+			grown := min(2*int64(cap(buf)), limit+1)
+			if err := res.grow(grown - int64(cap(buf))); err != nil {
+				return nil, err
+			}
+			buf = append(make([]byte, 0, grown), buf...)
+		}
 	}
-	return decodePayload(w, limit)
 }
 
-func locatePayload(r *http.Request, body []byte) (wire, error) {
-	q := r.URL.Query()
-	w := wire{compression: strings.ToLower(q.Get("compression"))}
-	if d := q.Get("data"); d != "" {
-		w.data = []byte(restorePlus(d))
-		return w, nil
+// checkCompression accepts the compression names PostHog's SDKs send.
+func checkCompression(c string) error {
+	switch c {
+	case "", "gzip", "gzip-js", "base64", "b64":
+		return nil
+	case "lz64", "lz-string":
+		return fmt.Errorf("compression %q is not supported: configure the SDK for gzip-js or base64", c)
+	default:
+		return fmt.Errorf("unknown compression %q", c)
 	}
-	enc, err := contentEncoding(r)
-	if err != nil {
-		return wire{}, err
-	}
-	if enc == "" && isForm(r, body) {
-		return formPayload(body, w.compression)
-	}
-	w.data, w.gzipped = body, enc == "gzip"
-	return w, nil
 }
 
 // contentEncoding returns "gzip" or "" (identity), or an error for anything else.
-func contentEncoding(r *http.Request) (string, error) {
-	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
+func contentEncoding(hdr http.Header) (string, error) {
+	switch enc := strings.ToLower(strings.TrimSpace(hdr.Get("Content-Encoding"))); enc {
 	case "", "identity":
 		return "", nil
 	case "gzip", "x-gzip":
@@ -87,7 +185,7 @@ func contentEncoding(r *http.Request) (string, error) {
 
 // isForm reports whether body is a urlencoded form: by its content type, unless the body
 // plainly is JSON or gzip (some clients label everything a form), or by a leading data=.
-func isForm(r *http.Request, body []byte) bool {
+func isForm(hdr http.Header, body []byte) bool {
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	if looksJSON(trimmed) || bytes.HasPrefix(body, gzipMagic) {
 		return false
@@ -95,7 +193,7 @@ func isForm(r *http.Request, body []byte) bool {
 	if bytes.HasPrefix(trimmed, []byte("data=")) {
 		return true
 	}
-	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	mt, _, _ := mime.ParseMediaType(hdr.Get("Content-Type"))
 	return mt == "application/x-www-form-urlencoded"
 }
 
@@ -110,6 +208,9 @@ func formPayload(body []byte, compression string) (wire, error) {
 	}
 	if compression == "" {
 		compression = strings.ToLower(form.Get("compression"))
+		if err := checkCompression(compression); err != nil {
+			return wire{}, err
+		}
 	}
 	return wire{data: []byte(restorePlus(data)), compression: compression}, nil
 }
@@ -132,14 +233,7 @@ func looksJSON(b []byte) bool {
 const maxLayers = 4
 
 // decodePayload peels gzip and base64 layers until JSON remains.
-func decodePayload(w wire, limit int64) ([]byte, error) {
-	switch w.compression {
-	case "", "gzip", "gzip-js", "base64", "b64":
-	case "lz64", "lz-string":
-		return nil, fmt.Errorf("compression %q is not supported: configure the SDK for gzip-js or base64", w.compression)
-	default:
-		return nil, fmt.Errorf("unknown compression %q", w.compression)
-	}
+func decodePayload(w wire, limit int64, res *reservation) ([]byte, error) {
 	data := w.data
 	forceGzip := w.gzipped || w.compression == "gzip" || w.compression == "gzip-js"
 	for range maxLayers {
@@ -151,14 +245,14 @@ func decodePayload(w wire, limit int64) ([]byte, error) {
 		case forceGzip || bytes.HasPrefix(data, gzipMagic):
 			forceGzip = false
 			var err error
-			if data, err = gunzip(data, limit); err != nil {
+			if data, err = gunzip(data, limit, res); err != nil {
 				return nil, err
 			}
 		case looksJSON(trimmed):
 			return trimmed, nil
 		default:
 			var err error
-			if data, err = decodeBase64(trimmed); err != nil {
+			if data, err = decodeBase64(trimmed, res); err != nil {
 				return nil, err
 			}
 		}
@@ -166,18 +260,30 @@ func decodePayload(w wire, limit int64) ([]byte, error) {
 	return nil, fmt.Errorf("payload is not JSON after %d layers of decoding", maxLayers)
 }
 
-// gunzip decompresses at most limit bytes, so a small gzip bomb cannot exhaust memory.
-func gunzip(data []byte, limit int64) ([]byte, error) {
+// gunzip decompresses at most limit bytes. The gzip trailer declares the size of the
+// last member (ISIZE, mod 2³²): a payload that declares more than limit is refused, and
+// the declared size reserved, before a byte is inflated; a trailer that lies only costs
+// the reservation growing as the real bytes come, up to limit.
+func gunzip(data []byte, limit int64, res *reservation) ([]byte, error) {
 	zr, err := gzip.NewReader(bytes.NewReader(data))
 	if err != nil {
 		return nil, fmt.Errorf("invalid gzip data: %w", err)
 	}
-	out, err := io.ReadAll(io.LimitReader(zr, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("invalid gzip data: %w", err)
+	var declared int64
+	if len(data) >= 18 { // header 10 + trailer 8
+		declared = int64(binary.LittleEndian.Uint32(data[len(data)-4:]))
 	}
-	if int64(len(out)) > limit {
+	if declared > limit {
+		return nil, fmt.Errorf("gzip payload declares %d bytes decompressed, over %d: %w", declared, limit, errTooLarge)
+	}
+	out, err := readAll(zr, limit, declared, res, true)
+	switch {
+	case errors.Is(err, errTooLarge):
 		return nil, fmt.Errorf("decompressed payload over %d bytes: %w", limit, errTooLarge)
+	case errors.Is(err, errBusy), errors.Is(err, errOverBudget):
+		return nil, err
+	case err != nil:
+		return nil, fmt.Errorf("invalid gzip data: %w", err)
 	}
 	return out, nil
 }
@@ -186,11 +292,18 @@ var base64Encodings = []*base64.Encoding{
 	base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding,
 }
 
-func decodeBase64(data []byte) ([]byte, error) {
-	s := strings.TrimRight(string(data), " \t\r\n")
+// decodeBase64 decodes data in whichever base64 alphabet and padding it uses, into one
+// buffer reserved first.
+func decodeBase64(data []byte, res *reservation) ([]byte, error) {
+	s := bytes.TrimRight(data, " \t\r\n")
+	n := base64.RawStdEncoding.DecodedLen(len(s)) // the largest of the four
+	if err := res.growForParse(n, int64(n)); err != nil {
+		return nil, err
+	}
+	out := make([]byte, n)
 	for _, enc := range base64Encodings {
-		if out, err := enc.DecodeString(s); err == nil {
-			return out, nil
+		if m, err := enc.Decode(out, s); err == nil {
+			return out[:m], nil
 		}
 	}
 	return nil, errors.New("payload is neither JSON, gzip nor base64")

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/base64"
+	"fmt"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 )
 
@@ -48,9 +52,34 @@ func TestUnwrapRequest(t *testing.T) {
 		r := httptest.NewRequest("POST", c.target, bytes.NewReader(c.body))
 		r.Header.Set("Content-Type", c.contentType)
 		r.Header.Set("Content-Encoding", c.encoding)
-		got, err := unwrapRequest(r, c.body, 1<<20)
+		got, _, err := readPayload(httptest.NewRecorder(), r, 1<<20, testReservation(t))
 		require.NoError(t, err, c.name)
 		require.Equal(t, js, string(got), c.name)
+	}
+}
+
+// testReservation is a request's share of a budget large enough for any test payload.
+func testReservation(t *testing.T) *reservation {
+	t.Helper()
+	res, err := newBudget(1<<30, 1, newMetrics(prometheus.NewRegistry())).admit()
+	require.NoError(t, err)
+	t.Cleanup(res.release)
+	return res
+}
+
+func TestQuerySentAt(t *testing.T) {
+	require.JSONEq(t, `"2026-03-04T12:00:00.000Z"`, string(querySentAt("1772625600000")))
+	require.Nil(t, querySentAt("1772625600"), "seconds from old SDKs are ignored")
+	require.Nil(t, querySentAt("soon"))
+	require.Nil(t, querySentAt("9223372036854775807"))
+}
+
+func TestCountElements(t *testing.T) {
+	for in, want := range map[string]int{
+		`[]`: 0, ` [ ] `: 0, `[{}]`: 1, `[{},{}]`: 2, `[1,"a,b",[2,3],{"k":[4,5]}]`: 4, `["\\",","]`: 2,
+		`{"event":"x"}`: 1, `[{},{}`: 2, `[[]]`: 1,
+	} {
+		require.Equal(t, want, countElements([]byte(in)), in)
 	}
 }
 
@@ -86,5 +115,39 @@ func TestDistinctIDs(t *testing.T) {
 		got, err := e.distinctID()
 		require.NoError(t, err, raw)
 		require.Equal(t, want, got, raw)
+	}
+}
+
+// parseCost, which the in-flight budget reserves before parsing, covers what parsing a
+// payload and building its records allocates: measured, for small and large events.
+func TestParseCostCoversAllocations(t *testing.T) {
+	now := time.Date(2026, 3, 4, 12, 0, 0, 0, time.UTC)
+	for _, c := range []struct{ pad, events int }{{0, 10_000}, {100, 6_000}, {10_000, 200}, {1_000_000, 2}, {0, 1}, {2_000, 1}} {
+		pad, n := c.pad, c.events
+		var b strings.Builder
+		b.WriteString(`{"api_key":"k","sent_at":"2026-03-04T11:59:59Z","batch":[`)
+		for i := range n {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, `{"event":"$pageview","distinct_id":"user-%d","timestamp":"2026-03-04T11:59:58Z",`+
+				`"properties":{"$current_url":"https://shop.example/p/%d","pad":"%s","$feature/f":"test"}}`, i, i, strings.Repeat("x", pad))
+		}
+		b.WriteString(`]}`)
+		payload := []byte(b.String())
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		batch, err := parseBatch(payload, func(int) error { return nil })
+		require.NoError(t, err)
+		require.Nil(t, batch.parseEvents())
+		recs, err := buildRecords(batch, recordContext{topic: "events", token: "k", now: now, sentAt: batch.sentAt})
+		require.NoError(t, err)
+		runtime.ReadMemStats(&after)
+		require.Len(t, recs, n)
+		allocated := after.TotalAlloc - before.TotalAlloc
+		reserved := parseCost(len(payload)) + eventCost*int64(n)
+		t.Logf("%d events of %d bytes: %d bytes allocated, %d reserved", n, len(payload)/n, allocated, reserved)
+		require.LessOrEqual(t, allocated, uint64(reserved), "%d events with %d-byte pads", n, pad)
 	}
 }

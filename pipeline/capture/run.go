@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -47,7 +48,11 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("capture options: %w", err)
 	}
 	log := opts.Logger
-	if len(opts.Tokens) == 0 {
+	switch {
+	case len(opts.Tokens) > 0:
+	case opts.Upstream != "":
+		log.Info("No API tokens configured: keeping the events of every PostHog project that goes through the proxy; set FLAGWATCH_CAPTURE_TOKENS to keep some")
+	default:
 		log.Warn("No API tokens configured: accepting events with any API key or none; set FLAGWATCH_CAPTURE_TOKENS")
 	}
 	opts.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -61,10 +66,22 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", opts.Addr, err)
 	}
+	h, err := NewHandler(cl, opts)
+	if err != nil {
+		return err
+	}
+	readTimeout := time.Minute
+	if h.tee == nil {
+		opts.Health.Waiting(kafkaComponent, "no broker of "+strings.Join(opts.Brokers, ",")+" has answered yet")
+	} else {
+		// A 64 MB recording from a slow connection takes a while.
+		readTimeout = 5 * time.Minute
+	}
+	go h.WatchKafka(ctx)
 	srv := &http.Server{
-		Handler:           NewHandler(cl, opts),
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       time.Minute,
+		ReadTimeout:       readTimeout,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -72,12 +89,20 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.OnListen != nil {
 		opts.OnListen(ln.Addr())
 	}
-	log.Info("Capture listening", "addr", ln.Addr().String(), "brokers", opts.Brokers, "topic", opts.Topic,
-		"tokens", len(opts.Tokens), "max_body_bytes", opts.MaxBodyBytes)
-	return serve(ctx, srv, ln, cl, opts)
+	attrs := []any{"addr", ln.Addr().String(), "brokers", opts.Brokers, "topic", opts.Topic,
+		"tokens", len(opts.Tokens), "max_body_bytes", opts.MaxBodyBytes, "max_inflight_bytes", opts.MaxInFlightBytes,
+		"max_inflight_requests", opts.MaxInFlightRequests, "webhook", h.webhook.enabled()}
+	if h.tee != nil {
+		api, assets, _ := opts.upstreams()
+		log.Info("Capture listening as PostHog's reverse proxy", append(attrs, "upstream", api.Redacted(),
+			"assets_upstream", assets.Redacted(), "tee_queue", opts.TeeQueue)...)
+	} else {
+		log.Info("Capture listening", attrs...)
+	}
+	return serve(ctx, srv, ln, cl, h, opts)
 }
 
-func serve(ctx context.Context, srv *http.Server, ln net.Listener, cl *kgo.Client, opts Options) error {
+func serve(ctx context.Context, srv *http.Server, ln net.Listener, cl *kgo.Client, h *Handler, opts Options) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -91,6 +116,9 @@ func serve(ctx context.Context, srv *http.Server, ln net.Listener, cl *kgo.Clien
 	var errs []error
 	if err := srv.Shutdown(sctx); err != nil {
 		errs = append(errs, fmt.Errorf("shut down http server: %w", err))
+	}
+	if err := h.Close(sctx); err != nil {
+		errs = append(errs, err)
 	}
 	if err := cl.Flush(sctx); err != nil {
 		errs = append(errs, fmt.Errorf("flush kafka producer: %w", err))

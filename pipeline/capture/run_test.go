@@ -72,11 +72,58 @@ func TestRunFinishesInFlightRequestsOnShutdown(t *testing.T) {
 	require.Equal(t, "u", string(recs[0].Key))
 }
 
+// In proxy mode, shutdown lets the request in flight finish — PostHog answers it — and
+// drains the copies already taken before the producer is flushed: the event is in Kafka
+// when Run returns.
+func TestRunProxyModeDrainsCopiesOnShutdown(t *testing.T) {
+	kafka := brokertest.Cluster(t, 1, broker.EventsTopic)
+	ph := newPostHog(t, "k")
+	held, release := ph.holdNext()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addrc, runErr := make(chan net.Addr, 1), make(chan error, 1)
+	go func() {
+		runErr <- capture.Run(ctx, capture.Options{
+			Addr: "127.0.0.1:0", Brokers: kafka.Addrs(), Upstream: ph.url(), Logger: slog.New(slog.DiscardHandler),
+			OnListen: func(a net.Addr) { addrc <- a },
+		})
+	}()
+	base := "http://" + (<-addrc).String()
+	status := make(chan int, 1)
+	go func() {
+		res, err := http.Post(base+"/batch/", "application/json", strings.NewReader(oneEvent))
+		if err != nil {
+			status <- 0
+			return
+		}
+		res.Body.Close()
+		status <- res.StatusCode
+	}()
+	waitFor(t, held, "the request to reach PostHog")
+	cancel()
+	close(release)
+	require.Equal(t, http.StatusOK, <-status, "PostHog's answer")
+	require.NoError(t, <-runErr)
+
+	consumer := brokertest.Client(t, kafka, kgo.ConsumeTopics(broker.EventsTopic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	recs := (&env{t: t, consumer: consumer}).records(1)
+	require.Equal(t, "u", string(recs[0].Key))
+}
+
 func TestRunRejectsBadOptions(t *testing.T) {
 	err := capture.Run(context.Background(), capture.Options{MaxBodyBytes: -1, Logger: slog.New(slog.DiscardHandler)})
 	require.ErrorContains(t, err, "max body bytes -1: must be positive")
 	err = capture.Run(context.Background(), capture.Options{Addr: "127.0.0.1:-5", Logger: slog.New(slog.DiscardHandler)})
 	require.ErrorContains(t, err, "listen on 127.0.0.1:-5")
+	err = capture.Run(context.Background(), capture.Options{MaxBodyBytes: 64 << 20, MaxInFlightBytes: 128 << 20,
+		CORSCredentialOrigins: []string{"https://shop.example", "https://*.example", "https://shop.example/", "shop.example"},
+		Logger:                slog.New(slog.DiscardHandler)})
+	require.ErrorContains(t, err, "max in-flight bytes 134217728: must be at least 4 × max body bytes (268435456)")
+	require.ErrorContains(t, err, `CORS credential origin "https://*.example": must name one host`)
+	require.ErrorContains(t, err, `CORS credential origin "https://shop.example/": must be scheme://host[:port] only`)
+	require.ErrorContains(t, err, `CORS credential origin "shop.example": must start with https:// or http://`)
+	require.NotContains(t, err.Error(), `"https://shop.example":`)
 }
 
 func waitFor(t testing.TB, c <-chan struct{}, what string) {

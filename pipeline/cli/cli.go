@@ -60,6 +60,10 @@ type Command struct {
 	// Run does the work. ctx ends on SIGINT or SIGTERM; log is the logger chosen by
 	// -log-level and -log-format, also installed as slog's default.
 	Run func(ctx context.Context, log *slog.Logger) error
+	// Args, when set, receives the command's positional arguments (flags may come
+	// before or after them) before Run, and returns a usage error (Usagef) when they are
+	// wrong; without it any argument is a usage error. Usage should show them.
+	Args func(args []string) error
 	// Commands are the subcommands; a command with subcommands has no Flags or Run,
 	// and without one it prints its help and exits 2.
 	Commands []*Command
@@ -129,21 +133,45 @@ func run(ctx context.Context, cmd *Command, path string, args []string, stdout, 
 	if fs.Lookup(dsnFlag) != nil && fs.Lookup(passwordFlag) == nil {
 		config.ClickHousePassword(fs)
 	}
+	if fs.Lookup(dsnFlag) != nil && fs.Lookup(clusterFlag) == nil {
+		config.ClickHouseCluster(fs)
+		config.ZooKeeper(fs)
+	}
 	logFlags := registerLogFlags(fs, cmd.LogLevel)
 
 	usageErr := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "%s: %s; see %s --help\n", path, fmt.Sprintf(format, a...), path)
 		return ExitUsage
 	}
-	if err := fs.Parse(args); err != nil {
+	parseErr := func(err error) int {
 		if errors.Is(err, flag.ErrHelp) {
 			writeHelp(stdout, cmd, path, fs)
 			return ExitOK
 		}
 		return usageErr("%v%s", err, didYouMean(fs, err))
 	}
+	if err := fs.Parse(args); err != nil {
+		return parseErr(err)
+	}
+	var positional []string
+	for cmd.Args != nil && fs.NArg() > 0 {
+		// flag stops at the first argument that is not a flag: take it, parse the rest.
+		positional = append(positional, fs.Arg(0))
+		if err := fs.Parse(fs.Args()[1:]); err != nil {
+			return parseErr(err)
+		}
+	}
 	if fs.NArg() > 0 {
 		return usageErr("unexpected argument %q", fs.Arg(0))
+	}
+	if cmd.Args != nil {
+		if err := cmd.Args(positional); err != nil {
+			var usage *usageError
+			if errors.As(err, &usage) {
+				return usageErr("%s", usage.msg)
+			}
+			return usageErr("%v", err)
+		}
 	}
 	if err := config.Env(fs, lookup); err != nil {
 		printLines(stderr, path, err)
@@ -160,8 +188,10 @@ func run(ctx context.Context, cmd *Command, path string, args []string, stdout, 
 }
 
 const (
-	dsnFlag      = "clickhouse-dsn"
-	passwordFlag = "clickhouse-password"
+	dsnFlag       = "clickhouse-dsn"
+	passwordFlag  = "clickhouse-password"
+	clusterFlag   = "clickhouse-cluster"
+	zookeeperFlag = "zookeeper"
 )
 
 var sharedUsage = map[string]string{
@@ -169,7 +199,8 @@ var sharedUsage = map[string]string{
 	"kafka-brokers": config.KafkaBrokersUsage,
 }
 
-// resolveDSN checks -clickhouse-dsn and puts -clickhouse-password into it.
+// resolveDSN checks -clickhouse-dsn and puts -clickhouse-password, and a cluster with
+// its ZooKeeper, into it: every service gets them without a field of its own.
 func resolveDSN(fs *flag.FlagSet) error {
 	f := fs.Lookup(dsnFlag)
 	if f == nil {
@@ -179,7 +210,17 @@ func resolveDSN(fs *flag.FlagSet) error {
 	if p, ok := fs.Lookup(passwordFlag).Value.(*config.Secret); ok {
 		pw = *p
 	}
-	dsn, err := config.ResolveClickHouseDSN(f.Value.String(), pw)
+	var cluster string
+	var zk []string
+	if c := fs.Lookup(clusterFlag); c != nil {
+		cluster = c.Value.String()
+	}
+	if z := fs.Lookup(zookeeperFlag); z != nil {
+		if l, ok := z.Value.(*config.List); ok {
+			zk = *l
+		}
+	}
+	dsn, err := config.ResolveClickHouseDSNCluster(f.Value.String(), pw, cluster, zk)
 	if err != nil {
 		return err
 	}

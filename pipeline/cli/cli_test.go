@@ -219,3 +219,43 @@ func TestDefaultText(t *testing.T) {
 	want := map[string]string{"a": "1m30s", "b": "15m", "c": "", "d": "26h0m30s", "e": "", "f": `"a b"`, "g": "-1"}
 	fs.VisitAll(func(f *flag.Flag) { require.Equal(t, want[f.Name], defaultText(f), f.Name) })
 }
+
+// A command with Args takes positional arguments before or after its flags; Args says
+// when they are wrong, as a usage error.
+func TestPositionalArguments(t *testing.T) {
+	var got []string
+	var verbose bool
+	cmd := &Command{Name: "tool", Summary: "does things", Commands: []*Command{{
+		Name: "status", Summary: "shows things", Usage: "tool status [flags] [flag]",
+		Flags: func(fs *flag.FlagSet) { fs.BoolVar(&verbose, "verbose", false, "more") },
+		Args: func(args []string) error {
+			if len(args) > 1 {
+				return Usagef("want at most one flag key, got %d arguments", len(args))
+			}
+			got = args
+			return nil
+		},
+		Run: func(context.Context, *slog.Logger) error { return nil },
+	}}}
+	run := func(args ...string) (int, string) {
+		var out, errOut bytes.Buffer
+		code := Execute(context.Background(), cmd, args, &out, &errOut, func(string) (string, bool) { return "", false })
+		return code, errOut.String()
+	}
+	for _, args := range [][]string{{"status", "new-checkout", "-verbose"}, {"status", "-verbose", "new-checkout"}} {
+		got, verbose = nil, false
+		code, stderr := run(args...)
+		require.Equal(t, ExitOK, code, stderr)
+		require.Equal(t, []string{"new-checkout"}, got)
+		require.True(t, verbose)
+	}
+	code, _ := run("status")
+	require.Equal(t, ExitOK, code)
+	require.Empty(t, got)
+	code, stderr := run("status", "a", "b")
+	require.Equal(t, ExitUsage, code)
+	require.Equal(t, "tool status: want at most one flag key, got 2 arguments; see tool status --help\n", stderr)
+	code, stderr = run("status", "a", "-nope")
+	require.Equal(t, ExitUsage, code)
+	require.Equal(t, "tool status: flag provided but not defined: -nope; see tool status --help\n", stderr)
+}

@@ -26,7 +26,7 @@ var groups = []struct {
 		return n == "kafka-brokers" || n == "group" || n == "topic" || n == "topics" ||
 			strings.HasSuffix(n, "-topic") || strings.Contains(n, "-topic-")
 	}},
-	{"ClickHouse", func(n string) bool { return strings.HasPrefix(n, "clickhouse-") }},
+	{"ClickHouse", func(n string) bool { return strings.HasPrefix(n, "clickhouse-") || n == "zookeeper" }},
 	{"Slack", func(n string) bool { return strings.HasPrefix(n, "slack-") }},
 	{"Logging", func(n string) bool { return n == "log-level" || n == "log-format" }},
 }

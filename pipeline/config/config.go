@@ -53,7 +53,10 @@ type Monitors struct {
 	// CoreMetrics are applied to every flag, declared or discovered in exposures.
 	// When the file has no core_metrics key they are DefaultCoreMetrics.
 	CoreMetrics []Metric `yaml:"core_metrics"`
-	Flags       []Flag   `yaml:"flags"`
+	// Templates are named bundles of metrics, segments and a rollout plan that a flag
+	// takes with template: (see Template).
+	Templates Templates `yaml:"templates"`
+	Flags     []Flag    `yaml:"flags"`
 
 	// File is the path the monitors were read from; "" when no file was read.
 	File string `yaml:"-"`
@@ -93,6 +96,12 @@ type Defaults struct {
 	// AutoSegmentsCoverage is the least share of a flag's users a discovered property
 	// must be set for.
 	AutoSegmentsCoverage float64 `yaml:"auto_segments_coverage"`
+	// ExposeUsers lets flagwatch list the users behind a result (SPEC §12); off by
+	// default, because the list names people.
+	ExposeUsers bool `yaml:"expose_users"`
+	// RecordingsURL is the template of a session recording's link, with {session_id}
+	// and {distinct_id} placeholders (RecordingLink); "" for no links.
+	RecordingsURL string `yaml:"recordings_url"`
 }
 
 // Flag is one monitored feature flag.
@@ -108,11 +117,20 @@ type Flag struct {
 	// for this flag.
 	AutoSegments    bool `yaml:"auto_segments"`
 	AutoSegmentsMax int  `yaml:"auto_segments_max"`
-	// Metrics are the core metrics followed by the flag's own; a flag metric with the
-	// name of a core metric replaces it in place.
+	// Metrics are the core metrics, then the template's, then the flag's own; a metric
+	// with the name of an earlier one replaces it in place.
 	Metrics      []Metric  `yaml:"metrics"`
 	Rollback     *Rollback `yaml:"rollback"`
 	SlackChannel string    `yaml:"slack_channel"`
+	// Template names the template whose metrics, segments and rollout plan the flag
+	// takes; the flag's own keys override the template's.
+	Template string `yaml:"template"`
+	// Rollout is the flag's progressive rollout plan, resolved: the template's and the
+	// flag's keys merged, every stage's minimums filled. nil: no plan.
+	Rollout *Rollout `yaml:"rollout"`
+	// ExposeUsers and RecordingsURL override the defaults' for this flag.
+	ExposeUsers   bool   `yaml:"expose_users"`
+	RecordingsURL string `yaml:"recordings_url"`
 
 	// Declared is false for a flag seen in exposures but absent from the file.
 	Declared bool `yaml:"-"`
@@ -259,7 +277,7 @@ func Parse(data []byte, file string) (*Monitors, error) {
 		}
 		return nil, errors.Join(errs...)
 	}
-	m.mergeCoreMetrics()
+	m.resolve(d.has)
 	return m, nil
 }
 
@@ -296,9 +314,20 @@ func (m *Monitors) applyDefaults(has func(path string) bool) {
 	for i := range m.CoreMetrics {
 		m.CoreMetrics[i].fill(has, fmt.Sprintf("core_metrics[%d]", i), m.Defaults)
 	}
+	for i := range m.Templates {
+		t := &m.Templates[i]
+		for j := range t.Metrics {
+			t.Metrics[j].fill(has, fmt.Sprintf("templates.%s.metrics[%d]", t.Name, j), m.Defaults)
+		}
+	}
 	for i := range m.Flags {
-		m.Flags[i].fill(has, fmt.Sprintf("flags[%d]", i), m.Defaults)
-		m.Flags[i].Declared = true
+		f := &m.Flags[i]
+		path := fmt.Sprintf("flags[%d]", i)
+		f.fill(has, path, m.Defaults)
+		if tpl, tp := m.template(f.Template); tpl != nil && !has(path+".segments") && has(tp+".segments") {
+			f.Segments = slices.Clone(tpl.Segments)
+		}
+		f.Declared = true
 	}
 }
 
@@ -338,6 +367,12 @@ func (f *Flag) fill(has func(string) bool, path string, def Defaults) {
 	}
 	setIf(!has(path+".auto_segments"), &f.AutoSegments, def.AutoSegments)
 	setIf(!has(path+".auto_segments_max"), &f.AutoSegmentsMax, def.AutoSegmentsMax)
+	if !has(path + ".expose_users") {
+		f.ExposeUsers = def.ExposeUsers
+	}
+	if !has(path + ".recordings_url") {
+		f.RecordingsURL = def.RecordingsURL
+	}
 	for i := range f.Metrics {
 		f.Metrics[i].fill(has, fmt.Sprintf("%s.metrics[%d]", path, i), def)
 	}
@@ -368,20 +403,26 @@ func pickControl(variants []string) string {
 	}
 }
 
-// mergeCoreMetrics puts the core metrics in front of every declared flag's metrics
-// and indexes flags by key. It runs after validation.
-func (m *Monitors) mergeCoreMetrics() {
+// resolve completes every declared flag once the file is valid: the core metrics, then
+// its template's, then its own (a later metric of the same name replaces an earlier one
+// in place), and its rollout plan merged with the template's; it indexes flags by key.
+func (m *Monitors) resolve(has func(string) bool) {
 	m.byKey = make(map[string]int, len(m.Flags))
 	for i := range m.Flags {
-		m.Flags[i].Metrics = withCore(m.CoreMetrics, m.Flags[i].Metrics)
-		m.byKey[m.Flags[i].Key] = i
+		f := &m.Flags[i]
+		tpl, tp := m.template(f.Template)
+		f.Rollout = resolveRollout(tpl, tp, f, fmt.Sprintf("flags[%d]", i), has, m.Defaults)
+		f.Metrics = withCore(withCore(m.CoreMetrics, templateMetrics(tpl)), f.Metrics)
+		m.byKey[f.Key] = i
 	}
 }
 
-func withCore(core, own []Metric) []Metric {
-	out := slices.Clone(core)
+// withCore returns base followed by own, a metric of own replacing the one of base with
+// the same name in place.
+func withCore(base, own []Metric) []Metric {
+	out := slices.Clone(base)
 	for _, mt := range own {
-		i := slices.IndexFunc(out[:len(core)], func(c Metric) bool { return c.Name == mt.Name })
+		i := slices.IndexFunc(out[:len(base)], func(c Metric) bool { return c.Name == mt.Name })
 		if i >= 0 {
 			out[i] = mt
 			continue
@@ -412,6 +453,8 @@ func (m *Monitors) ForFlag(key string, variants []string) Flag {
 		AutoSegmentsMax: m.Defaults.AutoSegmentsMax,
 		Metrics:         m.CoreMetrics,
 		SlackChannel:    m.Defaults.SlackChannel,
+		ExposeUsers:     m.Defaults.ExposeUsers,
+		RecordingsURL:   m.Defaults.RecordingsURL,
 	}
 }
 

@@ -12,12 +12,14 @@ import (
 
 func TestLoadBadConfigs(t *testing.T) {
 	for file, want := range map[string]string{
-		"unknown_key.yaml":          `testdata/unknown_key.yaml:15: flags[0].metrics[1]: unknown key "evnt" (did you mean "event"?)`,
-		"unknown_key_flow.yaml":     `testdata/unknown_key_flow.yaml:5: flags[0].metrics[1]: unknown key "evnt" (did you mean "event"?)`,
-		"unknown_top_key.yaml":      `testdata/unknown_top_key.yaml:3: unknown key "flag" (did you mean "flags"?)`,
-		"repeated_key.yaml":         `testdata/repeated_key.yaml:4: flags[0]: key "control" repeated (first at line 3)`,
-		"bad_kind.yaml":             `testdata/bad_kind.yaml:5: flags[0].metrics[0].kind: unknown kind "conversions" (want conversion, count, sum or ratio)`,
-		"bad_goal.yaml":             `testdata/bad_goal.yaml:2: core_metrics[0].goal: unknown goal "down" (want increase or decrease)`,
+		"unknown_key.yaml":      `testdata/unknown_key.yaml:15: flags[0].metrics[1]: unknown key "evnt" (did you mean "event"?)`,
+		"unknown_key_flow.yaml": `testdata/unknown_key_flow.yaml:5: flags[0].metrics[1]: unknown key "evnt" (did you mean "event"?)`,
+		"unknown_top_key.yaml":  `testdata/unknown_top_key.yaml:3: unknown key "flag" (did you mean "flags"?)`,
+		"repeated_key.yaml":     `testdata/repeated_key.yaml:4: flags[0]: key "control" repeated (first at line 3)`,
+		"bad_kind.yaml":         `testdata/bad_kind.yaml:5: flags[0].metrics[0].kind: unknown kind "conversions" (want conversion, count, sum or ratio)`,
+		"bad_goal.yaml":         `testdata/bad_goal.yaml:2: core_metrics[0].goal: unknown goal "down" (want increase or decrease)`,
+		"bad_property_name.yaml": "testdata/bad_property_name.yaml:3: flags[0].segments[0]: property name \"plan\\\"x\" has a quote, backslash or control character: such a key never matches (rename the property)\n" +
+			"testdata/bad_property_name.yaml:5: flags[0].metrics[0].property: property name \"rev\\\\enue\" has a quote, backslash or control character: such a key never matches (rename the property)",
 		"split_sum.yaml":            `testdata/split_sum.yaml:4: flags[0].split: shares sum to 0.9, want 1`,
 		"split_no_control.yaml":     `testdata/split_no_control.yaml:4: flags[0].split: has no share for the control variant "baseline"`,
 		"duplicate_flag.yaml":       `testdata/duplicate_flag.yaml:6: flags[2].key: duplicate flag "new-checkout" (first at line 2)`,
@@ -53,9 +55,28 @@ testdata/bad_auto_segments.yaml:3: defaults.auto_segments_values: must be >= 2 (
 testdata/bad_auto_segments.yaml:4: defaults.auto_segments_coverage: must be a share in (0, 1], got 1.5
 testdata/bad_auto_segments.yaml:7: flags[0].auto_segments: want true or false, got "maybe"
 testdata/bad_auto_segments.yaml:8: flags[0].auto_segments_max: must be >= 1, got -2 (auto_segments: false turns discovery off)`,
+		"bad_recordings_url.yaml": `testdata/bad_recordings_url.yaml:2: defaults.recordings_url: unknown placeholder {project_id} (want {session_id} or {distinct_id}; write the rest, such as the project id, into the URL itself)
+testdata/bad_recordings_url.yaml:5: flags[0].recordings_url: want an http or https URL, got "us.posthog.com/replay/{session_id}"
+testdata/bad_recordings_url.yaml:7: flags[1].recordings_url: has no {session_id} or {distinct_id}: every link would be the same`,
 		"bad_rollback.yaml": `testdata/bad_rollback.yaml:4: flags[0].rollback.webhook.url: want an http or https URL, got "hooks.example.com/flagwatch"
 testdata/bad_rollback.yaml:4: flags[0].rollback.webhook.secret_env: want the name of an environment variable, got "ROLLBACK-SECRET"
 testdata/bad_rollback.yaml:5: flags[0].rollback.posthog.flag_id: want PostHog's numeric flag id (> 0), got 0`,
+		// A plan's every mistake at once: stages, template names, what the merged plan of
+		// each flag lacks.
+		"bad_rollout.yaml": `testdata/bad_rollout.yaml:6: templates.ramp.rollout.stages[1].percent: stages must ramp up: 5% after 10% (line 5)
+testdata/bad_rollout.yaml:7: templates.ramp.rollout.stages[2].percent: must be in (0, 100], got 150
+testdata/bad_rollout.yaml:8: templates.ramp.rollout.stages[3]: takes percent or group, not both
+testdata/bad_rollout.yaml:9: templates.ramp.rollout.stages[4].group: name is required (it names the stage in messages: "internal users")
+testdata/bad_rollout.yaml:9: templates.ramp.rollout.stages[4].group.operator: unknown operator "equals" (want exact, is_not, icontains, not_icontains, regex, not_regex, gt, gte, lt, lte)
+testdata/bad_rollout.yaml:10: templates.ramp.rollout.stages[5]: needs percent (of all users) or group (a cohort or property condition)
+testdata/bad_rollout.yaml:11: templates.ramp.rollout.stages[6].fallback: must name an earlier stage (1 to 6), or 0 to turn the flag off, got 9
+testdata/bad_rollout.yaml:12: templates.bad.name: template name "bad.name": use letters, digits, - and _
+testdata/bad_rollout.yaml:15: flags[0].template: unknown template "rmap"
+testdata/bad_rollout.yaml:16: flags[1].rollout: needs posthog or webhook: the flag system flagwatch changes (template "ramp" gives the plan)
+testdata/bad_rollout.yaml:16: flags[1].rollout: needs at least one guardrail metric (a metric with guardrail:): flagwatch advances only while guardrails hold (template "ramp" gives the plan)
+testdata/bad_rollout.yaml:20: flags[2].split: names variant "false", the answer of users outside the rollout: give the flag variants (control, test) and let the plan ramp who gets them
+testdata/bad_rollout.yaml:24: flags[2].rollout.posthog: needs project_id, api_key_env
+testdata/bad_rollout.yaml:25: flags[2].rollout.stages: needs at least one stage (or leave stages out for the default ramp 1, 5, 10, 25, 50, 100%)`,
 	} {
 		t.Run(file, func(t *testing.T) {
 			m, err := Load(filepath.Join("testdata", file))
@@ -168,6 +189,32 @@ flags:
 	f := m.ForFlag("undeclared", nil)
 	require.True(t, f.AutoSegments, "on by default (SPEC §10)")
 	require.Equal(t, 20, f.AutoSegmentsMax)
+}
+
+// expose_users and recordings_url: off and empty by default, inherited from defaults by
+// declared and undeclared flags, and a flag's own value (even false) wins.
+func TestUsersSettings(t *testing.T) {
+	m, err := Parse([]byte(`flags: [{key: a}]`), "f.yaml")
+	require.NoError(t, err)
+	require.False(t, m.Flags[0].ExposeUsers)
+	require.Empty(t, m.Flags[0].RecordingsURL)
+
+	m, err = Parse([]byte(`
+defaults: {expose_users: true, recordings_url: "https://us.posthog.com/project/1/replay/{session_id}"}
+flags:
+  - key: a
+  - key: b
+    expose_users: false
+    recordings_url: "https://app.example.com/people/{distinct_id}?session={session_id}"
+`), "f.yaml")
+	require.NoError(t, err)
+	a, b, c := m.ForFlag("a", nil), m.ForFlag("b", nil), m.ForFlag("undeclared", nil)
+	require.True(t, a.ExposeUsers)
+	require.Equal(t, "https://us.posthog.com/project/1/replay/{session_id}", a.RecordingsURL)
+	require.False(t, b.ExposeUsers)
+	require.Equal(t, "https://app.example.com/people/{distinct_id}?session={session_id}", b.RecordingsURL)
+	require.True(t, c.ExposeUsers)
+	require.Equal(t, a.RecordingsURL, c.RecordingsURL)
 }
 
 func TestFlagMetricReplacesCoreMetricOfSameName(t *testing.T) {

@@ -33,6 +33,7 @@ func newDecoder(file string) *decoder {
 var (
 	durationType = reflect.TypeFor[time.Duration]()
 	splitType    = reflect.TypeFor[Split]()
+	templateType = reflect.TypeFor[Templates]()
 	yamlLine     = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 )
 
@@ -143,6 +144,9 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 		return
 	case v.Type() == splitType:
 		d.split(n, v, path)
+		return
+	case v.Type() == templateType:
+		d.templates(n, v, path)
 		return
 	}
 	switch v.Kind() {
@@ -297,6 +301,33 @@ func (d *decoder) split(n *yaml.Node, v reflect.Value, path string) {
 		s = append(s, Share{Variant: k.Value, Weight: w})
 	}
 	v.Set(reflect.ValueOf(s))
+}
+
+// templates decodes {name: template, …} keeping the file order; each template's keys
+// are decoded strictly like any mapping, under the path templates.<name>.
+func (d *decoder) templates(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.MappingNode {
+		d.badHere(n.Line, path, "want a mapping of template name to template, got %s", describe(n))
+		return
+	}
+	var ts Templates
+	first := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		if l, dup := first[k.Value]; dup {
+			d.badValue(k.Line, join(path, k.Value), "template %q repeated (first at line %d)", k.Value, l)
+			continue
+		}
+		first[k.Value] = k.Line
+		p := join(path, k.Value)
+		d.seen[p] = k.Line
+		t := Template{Name: k.Value}
+		if !isNull(val) {
+			d.value(val, reflect.ValueOf(&t).Elem(), p)
+		}
+		ts = append(ts, t)
+	}
+	v.Set(reflect.ValueOf(ts))
 }
 
 // parseDuration accepts Go durations ("36h", "90m") and whole days ("7d").

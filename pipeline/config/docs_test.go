@@ -10,12 +10,16 @@ import (
 )
 
 // docKeys lists every leaf key of the monitors file as docs/configuration.md names it:
-// defaults.alpha, flags[].split, metrics[].numerator.event, rollback.webhook.url, …
+// defaults.alpha, flags[].split, metrics[].numerator.event, rollback.webhook.url,
+// templates.<name>.segments, rollout.stages[].group.cohort, …
 func docKeys(t reflect.Type, prefix string, out *[]string) {
 	own := map[reflect.Type]string{
 		reflect.TypeFor[Flag]():     "flags[].",
 		reflect.TypeFor[Metric]():   "metrics[].",
 		reflect.TypeFor[Rollback](): "rollback.",
+		reflect.TypeFor[Template](): "templates.<name>.",
+		reflect.TypeFor[Rollout]():  "rollout.",
+		reflect.TypeFor[Stage]():    "rollout.stages[].",
 	}
 	for name, i := range fieldsOf(t) {
 		ft := t.Field(i).Type

@@ -22,6 +22,34 @@ const dsnForms = "clickhouse://host:9000/database, tcp://host:9000/database or c
 // Checking the scheme here, before anything connects, turns a typo (clickhous://) into
 // one line at start-up instead of a connection that can never succeed.
 func ResolveClickHouseDSN(dsn string, password Secret) (string, error) {
+	return ResolveClickHouseDSNCluster(dsn, password, "", nil)
+}
+
+// ResolveClickHouseDSNCluster is ResolveClickHouseDSN that also puts a cluster name and
+// its ZooKeeper servers into the DSN (parameters cluster= and zookeeper=, which the store
+// reads and does not pass to the server).
+func ResolveClickHouseDSNCluster(dsn string, password Secret, cluster string, zookeeper []string) (string, error) {
+	dsn, err := resolveDSN(dsn, password)
+	if err != nil || (cluster == "" && len(zookeeper) == 0) {
+		return dsn, err
+	}
+	if strings.HasPrefix(dsn, "chdb:") {
+		return "", errors.New("-clickhouse-cluster: the embedded engine (chdb://) cannot be a cluster; a cluster needs ClickHouse servers")
+	}
+	if cluster == "" {
+		return "", errors.New("-zookeeper is for a cluster: set -clickhouse-cluster too")
+	}
+	if len(zookeeper) == 0 {
+		return "", fmt.Errorf("-clickhouse-cluster %s needs -zookeeper: the servers of the ZooKeeper or ClickHouse Keeper ensemble the cluster uses (leases and claims live there)", cluster)
+	}
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	return dsn + sep + "cluster=" + url.QueryEscape(cluster) + "&zookeeper=" + url.QueryEscape(strings.Join(zookeeper, ",")), nil
+}
+
+func resolveDSN(dsn string, password Secret) (string, error) {
 	scheme, rest, ok := strings.Cut(dsn, "://")
 	if !ok {
 		return "", dsnError(dsn, "not a URL")

@@ -230,6 +230,18 @@ func ClickHousePassword(fs *flag.FlagSet) *Secret {
 	return SecretVar(fs, "clickhouse-password", "", "ClickHouse `password` (overrides the DSN's)")
 }
 
+// ClickHouseCluster registers -clickhouse-cluster (FLAGWATCH_CLICKHOUSE_CLUSTER).
+func ClickHouseCluster(fs *flag.FlagSet) *string {
+	return fs.String("clickhouse-cluster", "", "run on this ClickHouse `cluster` (a name from the servers' remote_servers): per-user tables sharded by user and replicated; empty: one server")
+}
+
+// ZooKeeper registers -zookeeper (FLAGWATCH_ZOOKEEPER).
+func ZooKeeper(fs *flag.FlagSet) *List {
+	l := new(List)
+	fs.Var(l, "zookeeper", "ZooKeeper or ClickHouse Keeper `servers` (host:port, comma-separated) the cluster uses; -clickhouse-cluster needs them for leases and claims")
+	return l
+}
+
 // MonitorsFile registers -config (FLAGWATCH_CONFIG), the monitors file.
 func MonitorsFile(fs *flag.FlagSet) *string {
 	return fs.String("config", DefaultPath, "monitors `file`; if the default is absent, every flag gets the core metrics")

@@ -13,7 +13,10 @@ import (
 // splitTolerance is how far a split's weights may sum from 1.
 const splitTolerance = 1e-6
 
-var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+var (
+	envName      = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	templateName = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+)
 
 // invalid records a validation error at path, on the line of path or its nearest
 // present ancestor, unless it would echo a decoding error (see quiet).
@@ -28,11 +31,13 @@ func (d *decoder) invalid(path, format string, args ...any) {
 func (d *decoder) validate(m *Monitors) {
 	d.checkDefaults(&m.Defaults)
 	d.checkMetrics(m.CoreMetrics, "core_metrics")
+	d.checkTemplates(m.Templates)
 	first := map[string]string{}
 	for i := range m.Flags {
 		path := fmt.Sprintf("flags[%d]", i)
 		f := &m.Flags[i]
 		d.checkFlag(f, path)
+		d.checkFlagTemplate(m, f, path)
 		if f.Key == "" {
 			continue
 		}
@@ -68,6 +73,7 @@ func (d *decoder) checkDefaults(df *Defaults) {
 	if !(df.AutoSegmentsCoverage > 0 && df.AutoSegmentsCoverage <= 1) {
 		d.invalid(p+".auto_segments_coverage", "must be a share in (0, 1], got %g", df.AutoSegmentsCoverage)
 	}
+	d.checkRecordingsURL(p+".recordings_url", df.RecordingsURL)
 }
 
 func (d *decoder) checkAutoSegmentsMax(path string, n int) {
@@ -97,8 +103,23 @@ func (d *decoder) checkSegments(segs []string, path string) {
 			d.invalid(p, "segment property is empty")
 		case seen[s]:
 			d.invalid(p, "duplicate segment %q", s)
+		default:
+			d.checkPropertyName(s, p)
 		}
 		seen[s] = true
+	}
+}
+
+// checkPropertyName refuses property names that can never match: the analyzer reads
+// properties out of the stored JSON by name (visitParamExtract*), which finds only keys
+// written without escapes, so a name with a quote, a backslash or a control character
+// would silently measure nothing.
+func (d *decoder) checkPropertyName(name, path string) {
+	for _, r := range name {
+		if r == '"' || r == '\\' || r < 0x20 || r == 0x7f {
+			d.invalid(path, "property name %q has a quote, backslash or control character: such a key never matches (rename the property)", name)
+			return
+		}
 	}
 }
 
@@ -113,6 +134,33 @@ func (d *decoder) checkFlag(f *Flag, path string) {
 	if f.Rollback != nil {
 		d.checkRollback(f.Rollback, path+".rollback")
 	}
+	if f.Rollout != nil {
+		d.checkRolloutParts(f.Rollout, path+".rollout")
+	}
+	if d.has(path + ".recordings_url") {
+		d.checkRecordingsURL(path+".recordings_url", f.RecordingsURL)
+	}
+}
+
+// checkFlagTemplate checks the flag's template: it must exist; then the plan the
+// template and the flag make together.
+func (d *decoder) checkFlagTemplate(m *Monitors, f *Flag, path string) {
+	if f.Template != "" {
+		if tpl, _ := m.template(f.Template); tpl == nil {
+			hint := ""
+			if best, ok := Closest(f.Template, m.Templates.names()); ok {
+				hint = fmt.Sprintf(" (did you mean %q?)", best)
+			} else if len(m.Templates) == 0 {
+				hint = " (the file has no templates:)"
+			}
+			d.invalid(path+".template", "unknown template %q%s", f.Template, hint)
+			return
+		}
+	}
+	if d.quiet(path+".rollout") || d.quiet(path+".template") {
+		return
+	}
+	d.checkPlan(m, f, path)
 }
 
 func (d *decoder) checkSplit(f *Flag, path string) {
@@ -182,6 +230,9 @@ func (d *decoder) checkEventMetric(mt *Metric, path string) {
 	if mt.Event == "" {
 		d.invalid(path, "kind %s needs event", mt.Kind)
 	}
+	if mt.Property != "" {
+		d.checkPropertyName(mt.Property, path+".property")
+	}
 	switch {
 	case mt.Kind == Sum && mt.Property == "":
 		d.invalid(path, "kind sum needs property")
@@ -206,6 +257,8 @@ func (d *decoder) checkRatioMetric(mt *Metric, path string) {
 			d.invalid(path, "kind ratio needs %s", side.name)
 		case side.m.Event == "":
 			d.invalid(path+"."+side.name, "event is required")
+		case side.m.Property != "":
+			d.checkPropertyName(side.m.Property, path+"."+side.name+".property")
 		}
 	}
 }
@@ -276,5 +329,39 @@ func unwrapURLError(err error) error {
 func (d *decoder) checkEnvVar(path, name string) {
 	if !envName.MatchString(name) {
 		d.invalid(path, "want the name of an environment variable, got %q", name)
+	}
+}
+
+// RecordingsPlaceholders are what a recordings_url template may contain; pipeline/users
+// fills them in, URL-escaped.
+var RecordingsPlaceholders = []string{"{session_id}", "{distinct_id}"}
+
+var placeholderRE = regexp.MustCompile(`\{[^{}]*\}`)
+
+// checkRecordingsURL accepts "" (no links) or an http(s) URL template whose only
+// placeholders are {session_id} and {distinct_id}, at least one of them.
+func (d *decoder) checkRecordingsURL(path, s string) {
+	if s == "" {
+		return
+	}
+	found := false
+	for _, ph := range placeholderRE.FindAllString(s, -1) {
+		if !slices.Contains(RecordingsPlaceholders, ph) {
+			d.invalid(path, "unknown placeholder %s (want {session_id} or {distinct_id}; write the rest, such as the project id, into the URL itself)", ph)
+			return
+		}
+		found = true
+	}
+	if !found {
+		d.invalid(path, "has no {session_id} or {distinct_id}: every link would be the same")
+		return
+	}
+	u, err := url.Parse(placeholderRE.ReplaceAllString(s, "x"))
+	if err != nil {
+		d.invalid(path, "invalid URL: %v", unwrapURLError(err))
+		return
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		d.invalid(path, "want an http or https URL, got %q", s)
 	}
 }

@@ -18,7 +18,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -42,6 +41,7 @@ import (
 	"github.com/flagwatch/flagwatch/pipeline/slack"
 	"github.com/flagwatch/flagwatch/pipeline/store"
 	"github.com/flagwatch/flagwatch/pipeline/synth"
+	"github.com/flagwatch/flagwatch/pipeline/web"
 )
 
 // Options configure a demo run.
@@ -72,6 +72,8 @@ type Result struct {
 	Rows          []analyze.Row
 	Alerts        int
 	RollbackCalls int
+	// PagePath is the new-checkout page the demo wrote.
+	PagePath string
 	// DSN and ConfigPath let tests run further passes on the same data.
 	DSN        string
 	ConfigPath string
@@ -250,6 +252,16 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 
 	step("summary")
 	summary(o.Out, res.Rows)
+
+	step("the flag pages")
+	pages := filepath.Join(o.DataDir, "report")
+	if err := web.RunReport(ctx, web.ReportOptions{ClickHouseDSN: dsn, ConfigPath: cfgPath, Out: pages, Logger: o.Logger}); err != nil {
+		return nil, fmt.Errorf("flag pages: %w", err)
+	}
+	abs, _ := filepath.Abs(filepath.Join(pages, "flags", "new-checkout.html"))
+	res.PagePath = abs
+	fmt.Fprintf(o.Out, "  every flag: %s\n  new-checkout: %s\n  (served live by `analyzer run` at /flags/new-checkout)\n",
+		filepath.Join(pages, "index.html"), abs)
 	return res, nil
 }
 
@@ -315,19 +327,12 @@ func flagKeys(fs []synth.Flag) string {
 
 // demoDatabase points the DSN at a fresh flagwatch_demo database.
 func demoDatabase(ctx context.Context, base string) (string, string, error) {
-	u, err := url.Parse(base)
-	if err != nil {
-		return "", "", fmt.Errorf("parse clickhouse dsn: %w", err)
-	}
 	db := "flagwatch_demo"
-	if u.Scheme == "chdb" {
-		q := u.Query()
-		q.Set("database", db)
-		u.RawQuery = q.Encode()
-	} else {
-		u.Path = "/" + db
+	dsn, err := store.WithDatabase(base, db)
+	if err != nil {
+		return "", "", err
 	}
-	conn, err := store.Open(ctx, u.String())
+	conn, err := store.Open(ctx, dsn)
 	if err != nil {
 		return "", "", err
 	}
@@ -335,7 +340,7 @@ func demoDatabase(ctx context.Context, base string) (string, string, error) {
 	if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db); err != nil {
 		return "", "", fmt.Errorf("reset demo database: %w", err)
 	}
-	return u.String(), db, nil
+	return dsn, db, nil
 }
 
 func produce(ctx context.Context, seeds []string, cfg synth.Config, out io.Writer) (int, error) {

@@ -26,6 +26,16 @@ func newValues(r io.Reader) *values { return &values{r: bufio.NewReader(r), line
 // errTruncated is a value the input ended inside of.
 var errTruncated = errors.New("unexpected end of input")
 
+// maxDepth bounds how deeply a value may nest. Input is at most four levels deep
+// (variants[i].prior is three); the JSON parser recurses per level without a limit of
+// its own, so a value of a million '[' would overflow the stack — a fatal error, not a
+// recoverable panic. The framing below counts depth anyway, so the limit costs nothing
+// and stops reading at the first byte too deep.
+const maxDepth = 64
+
+// errTooDeep is a value nested deeper than maxDepth.
+var errTooDeep = fmt.Errorf("nested deeper than %d levels", maxDepth)
+
 // next returns the next value and its first line, or io.EOF after the last.
 func (v *values) next() ([]byte, int, error) {
 	if err := v.skipSpace(); err != nil {
@@ -66,7 +76,9 @@ func (v *values) next() ([]byte, int, error) {
 		case b == '"':
 			inString = true
 		case b == '{' || b == '[':
-			depth++
+			if depth++; depth > maxDepth {
+				return nil, start, errTooDeep
+			}
 		case b == '}' || b == ']':
 			if depth--; depth <= 0 {
 				return buf, start, nil

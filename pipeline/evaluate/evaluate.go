@@ -108,7 +108,7 @@ func Run(in io.Reader, out, errOut io.Writer) int {
 		if errors.Is(err, io.EOF) {
 			return ExitOK
 		}
-		if errors.Is(err, errTruncated) {
+		if errors.Is(err, errTruncated) || errors.Is(err, errTooDeep) {
 			fmt.Fprintf(errOut, "line %d: malformed JSON: %v\n", line, err)
 			return ExitInvalid
 		}

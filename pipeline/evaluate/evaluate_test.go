@@ -345,3 +345,18 @@ type failingWriter struct{}
 func (failingWriter) Write([]byte) (int, error) { return 0, errDiskFull }
 
 var errDiskFull = errors.New("disk full")
+
+// A nesting bomb on stdin is an invalid input (exit 2, the line named), never a crash.
+func TestNestingBombIsInvalidInput(t *testing.T) {
+	for name, input := range map[string]string{
+		"closed": strings.Repeat("[", 2<<20) + strings.Repeat("]", 2<<20),
+		"open":   `{"metric": ` + strings.Repeat("[", 2<<20),
+		"inside": `{"metric": {"kind": "conversion"}, "variants": ` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, stderr, code := run(t, "\n"+input)
+			require.Equal(t, ExitInvalid, code)
+			require.Equal(t, "line 2: malformed JSON: nested deeper than 64 levels\n", stderr)
+		})
+	}
+}

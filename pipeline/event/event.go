@@ -8,6 +8,15 @@
 // ingested and nothing is dropped silently. Events without a uuid get a deterministic
 // one (SHA-1 of their bytes), so a replayed message deduplicates downstream.
 //
+// The decoder is also where an event's time is decided, once (time.go, Place): it is the
+// one step every message passes whatever carried it — capture, PostHog's envelope, a
+// service producing straight to Kafka, OpenTelemetry — so the rule lives here and
+// capture only forwards what the client said. Capture runs this same decoder on each
+// message before producing it, so it refuses exactly what ingest would dead-letter.
+// Every input is bounded before it can hurt: nesting (depth.go, before the recursive
+// parser), times (the store's DateTime range), and the names that become sort keys
+// (names.go).
+//
 // The common message, one PostHog event object, takes a reflection-free fast path
 // (fast.go) that declines anything it cannot decode exactly as the general path would.
 package event
@@ -15,8 +24,7 @@ package event
 import (
 	"bytes"
 	"fmt"
-	"math"
-	"strconv"
+	"slices"
 	"strings"
 	"time"
 
@@ -71,6 +79,9 @@ const (
 	ReasonEmpty          = "empty"
 	ReasonTooLarge       = "too_large"
 	ReasonMissingFlagKey = "missing_flag_key"
+	ReasonTooDeep        = "too_deep"
+	ReasonBadName        = "bad_name"
+	ReasonBadUser        = "bad_distinct_id"
 )
 
 // Error says why a message cannot be ingested.
@@ -109,6 +120,9 @@ func AppendDecode(dst []Event, msg []byte, recordTime time.Time) ([]Event, error
 	}
 	switch b[0] {
 	case '[':
+		if err := checkDepth(b); err != nil {
+			return dst, err
+		}
 		var items []json.RawMessage
 		if err := json.Unmarshal(b, &items); err != nil {
 			return dst, errf(ReasonInvalidJSON, "%v", err)
@@ -144,28 +158,44 @@ type shape struct {
 	Event      string          `json:"event"`
 	DistinctID json.RawMessage `json:"distinct_id"`
 	Timestamp  json.RawMessage `json:"timestamp"`
-	SentAt     string          `json:"sent_at"`
-	Offset     *float64        `json:"offset"`
+	SentAt     json.RawMessage `json:"sent_at"`
+	Offset     json.RawMessage `json:"offset"`
+	Now        json.RawMessage `json:"now"`
 	Properties json.RawMessage `json:"properties"`
 	// PostHog envelope.
 	Data *string `json:"data"`
-	Now  string  `json:"now"`
 	// OpenTelemetry.
 	Name         string          `json:"name"`
 	Attributes   json.RawMessage `json:"attributes"`
 	ResourceLogs json.RawMessage `json:"resourceLogs"`
 }
 
+// appendObject decodes one object by either path, then checks what both paths
+// produced against the limits of the store.
 func appendObject(dst []Event, raw []byte, recordTime time.Time) ([]Event, *Error) {
+	n := len(dst)
 	if ev, ok := fastPostHog(raw, recordTime); ok {
-		return append(dst, ev), nil
+		dst = append(dst, ev)
+	} else {
+		var err *Error
+		if dst, err = appendObjectGeneral(dst, raw, recordTime); err != nil {
+			return dst[:n], err
+		}
 	}
-	return appendObjectGeneral(dst, raw, recordTime)
+	for i := n; i < len(dst); i++ {
+		if err := checkEvent(&dst[i]); err != nil {
+			return dst[:n], err
+		}
+	}
+	return dst, nil
 }
 
 // appendObjectGeneral decodes any accepted object shape (the reference the fast path is
 // checked against).
 func appendObjectGeneral(dst []Event, raw []byte, recordTime time.Time) ([]Event, *Error) {
+	if err := checkDepth(raw); err != nil {
+		return dst, err
+	}
 	var s shape
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return dst, errf(ReasonInvalidJSON, "%v", err)
@@ -204,6 +234,7 @@ type props struct {
 	DistinctID2 json.RawMessage `json:"$distinct_id"`
 	Flag        json.RawMessage `json:"$feature_flag"`
 	Response    json.RawMessage `json:"$feature_flag_response"`
+	IgnoreSent  json.RawMessage `json:"$ignore_sent_at"`
 }
 
 func decodePostHog(s *shape, raw []byte, recordTime time.Time, source string) (Event, *Error) {
@@ -231,7 +262,8 @@ func decodePostHog(s *shape, raw []byte, recordTime time.Time, source string) (E
 	if ev.DistinctID == "" {
 		return Event{}, errf(ReasonMissingUser, "event %q has no distinct_id", s.Event)
 	}
-	ts, err := postHogTime(s, recordTime)
+	ts, err := place(Times{Timestamp: s.Timestamp, SentAt: s.SentAt, Offset: s.Offset, Now: s.Now,
+		IgnoreSentAt: string(p.IgnoreSent) == "true"}, recordTime)
 	if err != nil {
 		return Event{}, err
 	}
@@ -251,8 +283,9 @@ func decodePostHog(s *shape, raw []byte, recordTime time.Time, source string) (E
 		if err != nil {
 			return Event{}, err
 		}
+		own := ev.Exposures // the exposure event's own flag, if any; exps are distinct
 		for _, x := range exps {
-			if !hasFlag(ev.Exposures, x.Flag) {
+			if !hasFlag(own, x.Flag) {
 				ev.Exposures = append(ev.Exposures, x)
 			}
 		}
@@ -292,49 +325,16 @@ func featureProps(raw json.RawMessage) ([]Exposure, *Error) {
 }
 
 func sortExposures(xs []Exposure) {
-	for i := 1; i < len(xs); i++ {
-		for j := i; j > 0 && xs[j].Flag < xs[j-1].Flag; j-- {
-			xs[j], xs[j-1] = xs[j-1], xs[j]
-		}
-	}
-}
-
-// postHogTime applies PostHog's rules: an explicit timestamp, corrected for client clock
-// skew when sent_at and the server's now are known; else now minus offset; else the
-// Kafka record time.
-func postHogTime(s *shape, recordTime time.Time) (int64, *Error) {
-	now := recordTime
-	if s.Now != "" {
-		t, err := parseTimeString(s.Now)
-		if err != nil {
-			return 0, errf(ReasonBadTimestamp, "now %q: %v", s.Now, err)
-		}
-		now = t
-	}
-	if len(s.Timestamp) > 0 && !isNull(s.Timestamp) {
-		ts, err := parseTime(s.Timestamp)
-		if err != nil {
-			return 0, errf(ReasonBadTimestamp, "timestamp %s: %v", s.Timestamp, err)
-		}
-		if s.SentAt != "" && s.Now != "" {
-			sent, err := parseTimeString(s.SentAt)
-			if err != nil {
-				return 0, errf(ReasonBadTimestamp, "sent_at %q: %v", s.SentAt, err)
-			}
-			ts = now.Add(ts.Sub(sent))
-		}
-		return ts.UnixMilli(), nil
-	}
-	if s.Offset != nil {
-		return now.Add(-time.Duration(*s.Offset) * time.Millisecond).UnixMilli(), nil
-	}
-	return now.UnixMilli(), nil
+	slices.SortFunc(xs, func(a, b Exposure) int { return strings.Compare(a.Flag, b.Flag) })
 }
 
 // decodeEnvelope unwraps PostHog's captured envelope: the event is a JSON string in data,
 // and the envelope's now/sent_at correct its clock.
 func decodeEnvelope(s *shape, recordTime time.Time) (Event, *Error) {
 	inner := []byte(*s.Data)
+	if err := checkDepth(inner); err != nil {
+		return Event{}, err
+	}
 	var d shape
 	if err := json.Unmarshal(inner, &d); err != nil {
 		return Event{}, errf(ReasonBadEnvelope, "data is not a JSON event: %v", err)
@@ -346,7 +346,7 @@ func decodeEnvelope(s *shape, recordTime time.Time) (Event, *Error) {
 		d.UUID = s.UUID
 	}
 	d.Now = s.Now
-	if d.SentAt == "" {
+	if !present(d.SentAt) {
 		d.SentAt = s.SentAt
 	}
 	return decodePostHog(&d, inner, recordTime, SourceEnvelope)
@@ -398,56 +398,3 @@ func variant(raw json.RawMessage) string {
 }
 
 func isNull(raw json.RawMessage) bool { return string(raw) == "null" }
-
-// parseTime accepts RFC 3339 / ISO 8601 strings and Unix numbers in s, ms, µs or ns.
-func parseTime(raw json.RawMessage) (time.Time, error) {
-	if raw[0] == '"' {
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return time.Time{}, err
-		}
-		return parseTimeString(s)
-	}
-	f, err := strconv.ParseFloat(string(raw), 64)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("not a time")
-	}
-	return unixAuto(f)
-}
-
-func unixAuto(f float64) (time.Time, error) {
-	if f <= 0 || math.IsNaN(f) || math.IsInf(f, 0) {
-		return time.Time{}, fmt.Errorf("not a positive Unix time")
-	}
-	switch {
-	case f < 1e11:
-		return time.UnixMilli(int64(f * 1e3)), nil
-	case f < 1e14:
-		return time.UnixMilli(int64(f)), nil
-	case f < 1e17:
-		return time.UnixMicro(int64(f)), nil
-	default:
-		return time.Unix(0, int64(f)), nil
-	}
-}
-
-var timeLayouts = []string{
-	time.RFC3339Nano,
-	"2006-01-02T15:04:05.999999999",
-	"2006-01-02 15:04:05.999999999Z07:00",
-	"2006-01-02 15:04:05.999999999",
-	"2006-01-02T15:04:05.999999999Z0700",
-}
-
-func parseTimeString(s string) (time.Time, error) {
-	s = strings.TrimSpace(s)
-	for _, l := range timeLayouts {
-		if t, err := time.Parse(l, s); err == nil {
-			return t, nil
-		}
-	}
-	if f, err := strconv.ParseFloat(s, 64); err == nil {
-		return unixAuto(f)
-	}
-	return time.Time{}, fmt.Errorf("unrecognised time format")
-}

@@ -124,11 +124,14 @@ func FuzzDecode(f *testing.F) {
 		`{"data":"{\"event\":\"e\",\"distinct_id\":\"d\"}","now":"2026-01-01T00:00:00Z","sent_at":"2026-01-01T00:00:01Z"}`,
 		`{"name":"feature_flag.evaluation","attributes":{"feature_flag.key":"k","feature_flag.context.id":"u"}}`,
 		`{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"eventName":"e","attributes":[{"key":"user.id","value":{"intValue":"5"}}]}]}]}]}`,
+		`{"event":"e","distinct_id":"u","timestamp":1e300,"offset":-1e300,"sent_at":"1900-01-01","now":"2200-01-01T00:00:00Z"}`,
+		`[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[`,
 	} {
 		f.Add([]byte(s))
 	}
 	reasons := map[string]bool{ReasonInvalidJSON: true, ReasonUnknownShape: true, ReasonMissingEvent: true,
-		ReasonMissingUser: true, ReasonBadTimestamp: true, ReasonBadEnvelope: true, ReasonEmpty: true, ReasonMissingFlagKey: true}
+		ReasonMissingUser: true, ReasonBadTimestamp: true, ReasonBadEnvelope: true, ReasonEmpty: true, ReasonMissingFlagKey: true,
+		ReasonTooDeep: true, ReasonBadName: true, ReasonBadUser: true}
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		evs, err := Decode(msg, recTime)
 		if err != nil {
@@ -141,6 +144,12 @@ func FuzzDecode(f *testing.F) {
 		for _, ev := range evs {
 			if ev.Name == "" || ev.DistinctID == "" || ev.UUID == uuid.Nil || ev.Properties == "" {
 				t.Fatalf("half-valid event %+v from %q", ev, msg)
+			}
+			if ev.TsMs < MinTime.UnixMilli() || ev.TsMs > MaxTime.UnixMilli()+999 {
+				t.Fatalf("time %d outside the store's range from %q", ev.TsMs, msg)
+			}
+			if len(ev.Name) > MaxNameBytes || len(ev.DistinctID) > MaxDistinctIDBytes {
+				t.Fatalf("unbounded name or user from %q", msg)
 			}
 		}
 	})

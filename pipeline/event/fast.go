@@ -4,7 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"math/bits"
-	"strconv"
+	"slices"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -13,11 +14,12 @@ import (
 // with plain string fields and an object of properties. fastPostHog decodes exactly that
 // shape in one pass over the bytes, without reflection and without copying anything but
 // the strings it returns, and declines (ok = false) everything else: other shapes,
-// envelopes, clock-skew fields, escaped or non-ASCII strings where it would have to
+// envelopes, escaped or non-ASCII strings where it would have to
 // unescape them, keys that match a field only case-insensitively, duplicate keys, deep
 // nesting, and every message the general path would reject. Declined messages take the
 // general path, so the fast path changes no result, only the cost (FuzzFastPathAgrees
-// checks the two against each other).
+// checks the two against each other). Times go through the same place as the general
+// path's, so capture's messages (timestamp, sent_at, offset, now) take the fast path.
 
 // maxFastDepth bounds the nesting the fast path follows; deeper messages are declined.
 const maxFastDepth = 64
@@ -288,7 +290,7 @@ var shapeKeys = []string{"uuid", "event", "distinct_id", "timestamp", "sent_at",
 	"data", "now", "name", "attributes", "resourcelogs"}
 
 // propKeys are the keys of props, likewise.
-var propKeys = []string{"distinct_id", "$distinct_id", "$feature_flag", "$feature_flag_response"}
+var propKeys = []string{"distinct_id", "$distinct_id", "$feature_flag", "$feature_flag_response", "$ignore_sent_at"}
 
 func foldsToAny(key []byte, keys []string) bool {
 	for _, k := range keys {
@@ -301,9 +303,14 @@ func foldsToAny(key []byte, keys []string) bool {
 
 // fastProps are the properties the fast path reads, as spans of the message.
 type fastProps struct {
-	distinctID, distinctID2, flag, response span
-	features                                []featureSpan // $feature/<key> properties
+	distinctID, distinctID2, flag, response, ignoreSentAt span
+	features                                              []featureSpan // $feature/<key> properties
 }
+
+// featureBufs holds the features' backing arrays between events: 20–50 flags per event
+// are usual, and an array inside fastProps would move every event's props to the heap
+// (3 KB each, flags or not).
+var featureBufs = sync.Pool{New: func() any { b := make([]featureSpan, 0, 64); return &b }}
 
 type featureSpan struct {
 	key   []byte // without the $feature/ prefix
@@ -317,8 +324,15 @@ func fastPostHog(raw []byte, recordTime time.Time) (Event, bool) {
 		return Event{}, false
 	}
 	s.i++
-	var uuidS, event, distinct, timestamp, props span
+	var uuidS, event, distinct, timestamp, sentAt, offset, now, props span
 	var p fastProps
+	defer func() {
+		if p.features != nil {
+			f := p.features[:0]
+			clear(f[:cap(f)])
+			featureBufs.Put(&f)
+		}
+	}()
 	if s.next() == '}' {
 		return Event{}, false // no event name: the general path says so
 	}
@@ -346,6 +360,12 @@ func fastPostHog(raw []byte, recordTime time.Time) (Event, bool) {
 			dst = &distinct
 		case "timestamp":
 			dst = &timestamp
+		case "sent_at":
+			dst = &sentAt
+		case "offset":
+			dst = &offset
+		case "now":
+			dst = &now
 		case "properties":
 			dst = &props
 		default:
@@ -402,14 +422,12 @@ func fastPostHog(raw []byte, recordTime time.Time) (Event, bool) {
 	if ev.DistinctID == "" {
 		return Event{}, false
 	}
-	ev.TsMs = recordTime.UnixMilli()
-	if timestamp.set {
-		ts, ok := fastTime(raw, timestamp)
-		if !ok {
-			return Event{}, false
-		}
-		ev.TsMs = ts
+	ts, err := place(Times{Timestamp: rawOf(raw, timestamp), SentAt: rawOf(raw, sentAt), Offset: rawOf(raw, offset),
+		Now: rawOf(raw, now), IgnoreSentAt: p.ignoreSentAt.set && string(rawOf(raw, p.ignoreSentAt)) == "true"}, recordTime)
+	if err != nil {
+		return Event{}, false
 	}
+	ev.TsMs = ts
 	if uuidS.set {
 		u, ok := plainString(raw, uuidS)
 		if !ok {
@@ -433,7 +451,14 @@ func fastPostHog(raw []byte, recordTime time.Time) (Event, bool) {
 		}
 	}
 	if len(p.features) > 0 { // filled only while reading props
-		var exps []Exposure
+		// In key order; a key twice is declined (the general path's map keeps the last).
+		slices.SortFunc(p.features, func(a, b featureSpan) int { return bytes.Compare(a.key, b.key) })
+		for i := 1; i < len(p.features); i++ {
+			if bytes.Equal(p.features[i].key, p.features[i-1].key) {
+				return Event{}, false
+			}
+		}
+		exps := make([]Exposure, 0, len(p.features))
 		for _, f := range p.features {
 			v, ok := fastVariant(raw, f.value)
 			if !ok {
@@ -443,10 +468,16 @@ func fastPostHog(raw []byte, recordTime time.Time) (Event, bool) {
 				exps = append(exps, Exposure{Flag: string(f.key), Variant: v})
 			}
 		}
-		sortExposures(exps)
-		for _, x := range exps {
-			if !hasFlag(ev.Exposures, x.Flag) {
-				ev.Exposures = append(ev.Exposures, x)
+		if len(ev.Exposures) == 0 {
+			if len(exps) > 0 {
+				ev.Exposures = exps
+			}
+		} else {
+			own := ev.Exposures // the exposure event's own flag; exps are distinct
+			for _, x := range exps {
+				if !hasFlag(own, x.Flag) {
+					ev.Exposures = append(ev.Exposures, x)
+				}
 			}
 		}
 	}
@@ -487,6 +518,8 @@ func (s *fastScanner) properties(p *fastProps) bool {
 			dst = &p.flag
 		case "$feature_flag_response":
 			dst = &p.response
+		case "$ignore_sent_at":
+			dst = &p.ignoreSentAt
 		default:
 			if foldsToAny(key, propKeys) {
 				return false
@@ -502,10 +535,8 @@ func (s *fastScanner) properties(p *fastProps) bool {
 		if dst != nil {
 			*dst = span{start, s.i, true}
 		} else if flag, ok := bytes.CutPrefix(key, []byte("$feature/")); ok {
-			for _, f := range p.features {
-				if bytes.Equal(f.key, flag) {
-					return false // duplicate: the general path's map keeps the last
-				}
+			if p.features == nil {
+				p.features = (*featureBufs.Get().(*[]featureSpan))[:0]
 			}
 			p.features = append(p.features, featureSpan{key: flag, value: span{start, s.i, true}})
 		}
@@ -566,29 +597,10 @@ func fastVariant(raw []byte, sp span) (string, bool) {
 	return fastScalar(raw, sp)
 }
 
-// fastTime is parseTime for a plain string or a number; null and everything that does
-// not parse are declined (the general path has the rules and the error messages).
-func fastTime(raw []byte, sp span) (int64, bool) {
-	v := raw[sp.start:sp.end]
-	var t time.Time
-	var err error
-	switch {
-	case v[0] == '"':
-		str, ok := plainString(raw, sp)
-		if !ok {
-			return 0, false
-		}
-		t, err = parseTimeString(str)
-	case v[0] == '-' || isDigit(v[0]):
-		var f float64
-		if f, err = strconv.ParseFloat(string(v), 64); err == nil {
-			t, err = unixAuto(f)
-		}
-	default:
-		return 0, false
+// rawOf is a span's bytes, nil when the key was absent.
+func rawOf(raw []byte, sp span) []byte {
+	if !sp.set {
+		return nil
 	}
-	if err != nil {
-		return 0, false
-	}
-	return t.UnixMilli(), true
+	return raw[sp.start:sp.end]
 }

@@ -141,3 +141,17 @@ func BenchmarkDecodePostHog(b *testing.B) {
 		}
 	})
 }
+
+// Capture's messages (the client's times as sent, capture's now, the token) take the
+// fast path, and it places them as the general path does.
+func TestCaptureMessagesTakeTheFastPath(t *testing.T) {
+	for _, msg := range []string{
+		`{"uuid":"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a51","event":"$feature_flag_called","distinct_id":"user-1","timestamp":"2026-11-20T10:58:58.000Z","sent_at":"2026-11-20T10:59:00.000Z","now":"2026-11-20T12:00:00.000Z","properties":{"$feature_flag":"f","$feature_flag_response":"test","$lib":"posthog-node"},"token":"phc_test"}`,
+		`{"uuid":"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a52","event":"$pageview","distinct_id":"u","offset":1500,"now":"2026-11-20T12:00:00.000Z","properties":{"$ignore_sent_at":true},"$set":{"plan":"pro"},"token":"k"}`,
+		`{"uuid":"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a53","event":"$pageview","distinct_id":"u","timestamp":1763632800000,"sent_at":"2026-11-20T10:00:05.000Z","now":"2026-11-20T12:00:00.000Z","properties":{}}`,
+	} {
+		_, ok := fastPostHog([]byte(msg), recTime)
+		require.True(t, ok, msg)
+		checkFastAgrees(t, []byte(msg))
+	}
+}

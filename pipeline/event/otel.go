@@ -70,12 +70,9 @@ func decodeOTLP(raw json.RawMessage, recordTime time.Time) ([]Event, *Error) {
 				if name == "" {
 					continue
 				}
-				ts := nanoTime(rec.TimeUnixNano)
-				if ts.IsZero() {
-					ts = nanoTime(rec.ObservedTimeUnixNano)
-				}
-				if ts.IsZero() {
-					ts = recordTime
+				ts, err := recordMs(&rec, recordTime)
+				if err != nil {
+					return nil, err
 				}
 				ev, err := otelEvent(name, attrs, ts, recRaw, SourceOTLP)
 				if err != nil {
@@ -101,19 +98,15 @@ func decodeOTelFlat(s *shape, raw []byte, recordTime time.Time) (Event, *Error) 
 	for k, v := range m {
 		attrs[k] = variant(v)
 	}
-	ts := recordTime
-	if len(s.Timestamp) > 0 && !isNull(s.Timestamp) {
-		t, err := parseTime(s.Timestamp)
-		if err != nil {
-			return Event{}, errf(ReasonBadTimestamp, "timestamp %s: %v", s.Timestamp, err)
-		}
-		ts = t
+	ts, err := place(Times{Timestamp: s.Timestamp, SentAt: s.SentAt, Offset: s.Offset, Now: s.Now}, recordTime)
+	if err != nil {
+		return Event{}, err
 	}
 	return otelEvent(s.Name, attrs, ts, raw, SourceOTelFlat)
 }
 
 // otelEvent builds an event from attributes; an evaluation also yields an exposure.
-func otelEvent(name string, attrs map[string]string, ts time.Time, raw []byte, source string) (Event, *Error) {
+func otelEvent(name string, attrs map[string]string, tsMs int64, raw []byte, source string) (Event, *Error) {
 	user := attrs[attrContextID]
 	if name != EvaluationEvent {
 		for _, k := range []string{attrUserID, attrEndUserID} {
@@ -129,7 +122,7 @@ func otelEvent(name string, attrs map[string]string, ts time.Time, raw []byte, s
 		UUID:       DeterministicUUID(raw),
 		Name:       name,
 		DistinctID: user,
-		TsMs:       ts.UnixMilli(),
+		TsMs:       tsMs,
 		Properties: attrsJSON(attrs),
 		Source:     source,
 	}
@@ -197,15 +190,21 @@ func attrsJSON(m map[string]string) string {
 	return b.String()
 }
 
-// nanoTime reads an OTLP uint64 nanosecond time, sent as a string or a number.
-func nanoTime(raw json.RawMessage) time.Time {
-	s := scalar(raw)
-	if s == "" || s == "0" {
-		return time.Time{}
+// recordMs places a log record by its time, else its observed time (OTLP: 0 or absent
+// means unknown), else the Kafka record's time, under the one time rule.
+func recordMs(rec *otlpRecord, recordTime time.Time) (int64, *Error) {
+	for _, f := range []struct {
+		name string
+		raw  json.RawMessage
+	}{{"timeUnixNano", rec.TimeUnixNano}, {"observedTimeUnixNano", rec.ObservedTimeUnixNano}} {
+		if !present(f.raw) || string(f.raw) == "0" || string(f.raw) == `"0"` {
+			continue
+		}
+		ms, err := place(Times{Timestamp: f.raw}, recordTime)
+		if err != nil {
+			err.Detail = "logRecord." + f.name + ": " + err.Detail
+		}
+		return ms, err
 	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n <= 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, n)
+	return place(Times{}, recordTime)
 }

@@ -2,13 +2,18 @@ package event
 
 import "strings"
 
+// featurePrefix starts the property that carries another flag's variant.
+const featurePrefix = "$feature/"
+
 // maxSegmentLen bounds a segment property's key and value, in bytes of their JSON text.
 // Longer values (URLs, user agents, free text) are not segments.
 const maxSegmentLen = 100
 
 // notSegments are properties unique per event, session or user: never a segment, and
 // keeping them would make every exposure's segment set distinct. The exposure's own flag
-// and variant are not segments of that flag either.
+// and variant are not segments of that flag either, nor are the other flags' variants
+// ($feature/<key>, featurePrefix): posthog-js puts every active flag on every event, and
+// 20–50 flags' variants make every user's set distinct.
 var notSegments = map[string]bool{
 	"$session_id": true, "$window_id": true, "$insert_id": true, "$pageview_id": true,
 	"$device_id": true, "$anon_distinct_id": true, "distinct_id": true, "$user_id": true,
@@ -58,7 +63,8 @@ func SegmentProps(props string) string {
 			break
 		}
 		val := props[j:vend]
-		if len(key)-2 <= maxSegmentLen && len(val)-2 <= maxSegmentLen && len(key) > 2 && !notSegments[key[1:len(key)-1]] {
+		if len(key)-2 <= maxSegmentLen && len(val)-2 <= maxSegmentLen && len(key) > 2 && !notSegments[key[1:len(key)-1]] &&
+			!strings.HasPrefix(key, `"`+featurePrefix) {
 			if n > 0 {
 				b.WriteByte(',')
 			}

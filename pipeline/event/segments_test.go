@@ -15,9 +15,10 @@ func TestSegmentProps(t *testing.T) {
 		// Nested members stay in place; numbers, booleans, null, arrays are not segments.
 		{`{"$set":{"plan":"pro"},"plan":"free","n":3,"ok":true,"z":null,"a":["x","y"],"o":{"k":"v"}}`,
 			`{"plan":"pro","plan":"free","k":"v"}`},
-		// Per-event identifiers and the exposure's own flag and variant go.
-		{`{"$session_id":"0190","$insert_id":"abc","$time":"1.5","$feature_flag":"f","$feature_flag_response":"test","$browser":"Safari"}`,
-			`{"$browser":"Safari"}`},
+		// Per-event identifiers, the exposure's own flag and variant and the other flags'
+		// go.
+		{`{"$session_id":"0190","$insert_id":"abc","$time":"1.5","$feature_flag":"f","$feature_flag_response":"test","$browser":"Safari","$feature/g":"on","$feature":"x"}`,
+			`{"$browser":"Safari","$feature":"x"}`},
 		// Escapes survive as written; a key or value over the limit goes.
 		{`{"note":"say \"hi\"","url":"` + long + `","` + long + `":"v","k\\":"w"}`, `{"note":"say \"hi\"","k\\":"w"}`},
 		{`{ "a" : "b" , "c" :"d"}`, `{"a":"b","c":"d"}`},
@@ -50,7 +51,7 @@ func FuzzSegmentProps(f *testing.F) {
 			if _, ok := x.(string); !ok {
 				t.Fatalf("SegmentProps(%q): %q is not a string", in, k)
 			}
-			if notSegments[k] {
+			if notSegments[k] || strings.HasPrefix(k, featurePrefix) {
 				t.Fatalf("SegmentProps(%q) kept %q", in, k)
 			}
 		}

@@ -15,9 +15,11 @@
 // before each Slack call and through each back-off, and another notifier takes over only
 // after the lease expired.
 //
-// What is left, honestly: the Join table lives on one server, so with a ClickHouse
-// cluster all notifiers must use the same server; a server restart reloads the table's
-// files in directory order, so a key that two notifiers raced for can change winner (the
+// The claims themselves are pipeline/claim's put-if-absent: the Join table on one node,
+// ZooKeeper on a cluster, so notifiers on different nodes of a cluster agree too.
+//
+// What is left, honestly: on one node, a server restart reloads the Join table's files
+// in directory order, so a key that two notifiers raced for can change winner (the
 // holder re-checks its claim before every call, which leaves a window of one Slack call).
 //
 // Every value enters SQL through store.Quote/QuoteList (no driver-side parameters: the
@@ -29,8 +31,10 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/flagwatch/flagwatch/pipeline/claim"
 	"github.com/flagwatch/flagwatch/pipeline/store"
 )
 
@@ -41,6 +45,7 @@ const (
 	KindRepeat  = "repeat"  // an unresolved critical finding, again
 	KindResolve = "resolve" // a finding no longer holds (one row per finding)
 	KindDigest  = "digest"  // the weekly digest
+	KindWatch   = "watch"   // an incident's sessions to watch (one row, once per incident)
 )
 
 // Statuses of log entries.
@@ -142,23 +147,23 @@ type Claim struct {
 	Expires time.Time
 }
 
-// Claims arbitrates between notifiers on the Join(ANY, LEFT) table notification_claims.
-// A claim's key is "op#epoch"; epoch k+1 may be claimed by anyone once epoch k has
-// expired, or by k's holder to renew.
+// Claims arbitrates between notifiers. A claim's key is "op#epoch" and its value
+// "holder|expires_ms"; epoch k+1 may be claimed by anyone once epoch k has expired, or by
+// k's holder to renew.
 type Claims struct {
-	conn  store.Conn
+	store claim.Store
 	now   func() time.Time
 	lease time.Duration
 }
 
-// NewClaims returns claims on conn with the given least lease; now is the clock (claims
+// NewClaims returns claims in s with the given least lease; now is the clock (claims
 // from several notifiers compare their clocks, so they must be roughly in sync — far
 // closer than the lease).
-func NewClaims(conn store.Conn, lease time.Duration, now func() time.Time) *Claims {
+func NewClaims(s claim.Store, lease time.Duration, now func() time.Time) *Claims {
 	if now == nil {
 		now = time.Now
 	}
-	return &Claims{conn: conn, now: now, lease: lease}
+	return &Claims{store: s, now: now, lease: lease}
 }
 
 type claimRow struct {
@@ -167,16 +172,25 @@ type claimRow struct {
 	expires time.Time
 }
 
+func encodeClaim(holder string, expires time.Time) string {
+	return holder + "|" + strconv.FormatInt(expires.UnixMilli(), 10)
+}
+
+func decodeClaim(v string) (claimRow, error) {
+	i := strings.LastIndexByte(v, '|')
+	if i < 0 {
+		return claimRow{}, fmt.Errorf("malformed claim %q", v)
+	}
+	ms, err := strconv.ParseInt(v[i+1:], 10, 64)
+	if err != nil {
+		return claimRow{}, fmt.Errorf("malformed claim %q: %w", v, err)
+	}
+	return claimRow{holder: v[:i], expires: time.UnixMilli(ms)}, nil
+}
+
 // epochBatch is how many epochs one read looks up; a claim is renewed a few times per
 // post, so one read almost always finds the end.
 const epochBatch = 16
-
-// lookupSQL reads the claims of keys: the keys are a literal array joined to the claims
-// table; a key without a claim reads back with an empty replica.
-func lookupSQL(keys []string) string {
-	return "SELECT c.claim, replica, expires_ms\nFROM (SELECT arrayJoin(" + store.QuoteList(keys) +
-		") AS claim) AS c ANY LEFT JOIN notification_claims USING claim"
-}
 
 // latest returns op's highest claimed epoch (epoch 0: never claimed).
 func (c *Claims) latest(ctx context.Context, op string) (claimRow, error) {
@@ -186,30 +200,18 @@ func (c *Claims) latest(ctx context.Context, op string) (claimRow, error) {
 		for i := range keys {
 			keys[i] = op + "#" + strconv.Itoa(from+i)
 		}
-		rows, err := c.conn.Query(ctx, lookupSQL(keys))
+		found, err := c.store.Lookup(ctx, keys)
 		if err != nil {
 			return last, fmt.Errorf("read claims of %q: %w", op, err)
 		}
-		found := map[string]claimRow{}
-		for rows.Next() {
-			var key, holder string
-			var exp int64
-			if err := rows.Scan(&key, &holder, &exp); err != nil {
-				rows.Close()
-				return last, fmt.Errorf("scan claim: %w", err)
-			}
-			if holder != "" {
-				found[key] = claimRow{holder: holder, expires: time.UnixMilli(exp)}
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return last, fmt.Errorf("read claims of %q: %w", op, err)
-		}
 		for i, k := range keys {
-			r, ok := found[k]
+			v, ok := found[k]
 			if !ok {
 				return last, nil
+			}
+			r, err := decodeClaim(v)
+			if err != nil {
+				return last, err
 			}
 			r.epoch = from + i
 			last = r
@@ -236,32 +238,13 @@ func (c *Claims) Acquire(ctx context.Context, op, holder string, need time.Durat
 	}
 	// Free, expired, or ours and due for renewal: claim the next epoch.
 	key := op + "#" + strconv.Itoa(cur.epoch+1)
-	b, err := c.conn.PrepareBatch(ctx, "INSERT INTO notification_claims (claim, replica, claimed_ms, expires_ms)")
+	got, err := c.store.Claim(ctx, key, encodeClaim(holder, now.Add(max(c.lease, need))))
 	if err != nil {
-		return Claim{}, fmt.Errorf("prepare claim insert: %w", err)
+		return Claim{}, fmt.Errorf("claim %q: %w", key, err)
 	}
-	if err := b.Append(key, holder, now.UnixMilli(), now.Add(max(c.lease, need)).UnixMilli()); err != nil {
-		_ = b.Abort()
-		return Claim{}, fmt.Errorf("append claim: %w", err)
-	}
-	if err := b.Send(); err != nil {
-		return Claim{}, fmt.Errorf("insert claim %q: %w", key, err)
-	}
-	rows, err := c.conn.Query(ctx, lookupSQL([]string{key}))
+	r, err := decodeClaim(got)
 	if err != nil {
-		return Claim{}, fmt.Errorf("read back claim %q: %w", key, err)
+		return Claim{}, err
 	}
-	defer rows.Close()
-	var got string
-	var exp int64
-	for rows.Next() {
-		var k string
-		if err := rows.Scan(&k, &got, &exp); err != nil {
-			return Claim{}, fmt.Errorf("scan claim %q: %w", key, err)
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return Claim{}, fmt.Errorf("read back claim %q: %w", key, err)
-	}
-	return Claim{Held: got == holder, Holder: got, Expires: time.UnixMilli(exp)}, nil
+	return Claim{Held: r.holder == holder, Holder: r.holder, Expires: r.expires}, nil
 }

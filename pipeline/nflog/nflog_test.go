@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/flagwatch/flagwatch/pipeline/claim"
 	"github.com/flagwatch/flagwatch/pipeline/store/chtest"
 )
 
@@ -53,7 +54,7 @@ func TestLogAndClaims(t *testing.T) {
 		var mu sync.Mutex
 		clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 		advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
-		c := NewClaims(conn, time.Minute, clock)
+		c := NewClaims(claim.Table{Conn: conn}, time.Minute, clock)
 		op := `post|it's #1|k`
 
 		a, err := c.Acquire(ctx, op, "a", time.Minute)
@@ -95,7 +96,7 @@ func TestLogAndClaims(t *testing.T) {
 	})
 
 	t.Run("race", func(t *testing.T) {
-		c := NewClaims(conn, time.Minute, nil)
+		c := NewClaims(claim.Table{Conn: conn}, time.Minute, nil)
 		for round := 0; round < 5; round++ {
 			op := "race|" + strconv.Itoa(round)
 			const n = 6

@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/flagwatch/flagwatch/pipeline/retry"
 )
 
 // limiter allows at most n messages per channel in any window (a sliding window). A
@@ -22,7 +24,7 @@ type limiter struct {
 }
 
 func newLimiter(n int, window time.Duration, now func() time.Time) *limiter {
-	return &limiter{n: n, window: window, now: now, sleep: sleep, sent: map[string][]time.Time{}}
+	return &limiter{n: n, window: window, now: now, sleep: retry.Sleep, sent: map[string][]time.Time{}}
 }
 
 // Reserve decides for one message to channel now: 0 means it may go and is counted as
@@ -56,20 +58,5 @@ func (l *limiter) Wait(ctx context.Context, channel string) (time.Duration, erro
 			return waited, err
 		}
 		waited += d
-	}
-}
-
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }

@@ -26,7 +26,7 @@ func newMetrics() *metrics {
 		decodeErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "flagwatch_notifier_decode_errors_total",
 			Help: "Alert messages that could not be decoded and were skipped."}),
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flagwatch_notifier_messages_sent_total",
-			Help: "Slack messages posted, by kind (open: an incident's first message, reply: a thread reply, digest)."}, []string{"kind"}),
+			Help: "Slack messages posted, by kind (open: an incident's first message, reply: a thread reply, watch: an incident's sessions to watch, digest)."}, []string{"kind"}),
 		suppressed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flagwatch_notifier_alerts_suppressed_total",
 			Help: "Alerts that needed no message, by reason."}, []string{"reason"}),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flagwatch_notifier_alerts_failed_total",

@@ -20,6 +20,7 @@ import (
 	"github.com/flagwatch/flagwatch/pipeline/nflog"
 	"github.com/flagwatch/flagwatch/pipeline/render"
 	"github.com/flagwatch/flagwatch/pipeline/render/rendertest"
+	"github.com/flagwatch/flagwatch/pipeline/retry"
 	"github.com/flagwatch/flagwatch/pipeline/slack"
 	"github.com/flagwatch/flagwatch/pipeline/slack/slacktest"
 )
@@ -497,7 +498,7 @@ func TestLimiterDecisions(t *testing.T) {
 		require.GreaterOrEqual(t, granted[i].Sub(granted[i-3]), time.Second, "grant %d", i)
 	}
 	// And a cancelled wait returns the context's error.
-	l.sleep = sleep
+	l.sleep = retry.Sleep
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	for l.Reserve("#c") == 0 {

@@ -15,6 +15,7 @@ import (
 	"github.com/flagwatch/flagwatch/pipeline/render"
 	"github.com/flagwatch/flagwatch/pipeline/retry"
 	"github.com/flagwatch/flagwatch/pipeline/slack"
+	"github.com/flagwatch/flagwatch/pipeline/store"
 )
 
 var (
@@ -98,6 +99,14 @@ func (p *processor) policy() retry.Policy {
 // further work (posted, suppressed, or recorded as failed for good) and the offset may be
 // committed; otherwise the error that stopped it (shutdown) or errCrashed.
 func (p *processor) handle(ctx context.Context, a *alert.Alert) error {
+	if err := p.handleFindings(ctx, a); err != nil {
+		return err
+	}
+	return p.watch(ctx, a)
+}
+
+// handleFindings brings the thread in line with the alert's findings.
+func (p *processor) handleFindings(ctx context.Context, a *alert.Alert) error {
 	holder := p.o.ReplicaID + "/" + randomID(4)
 	fs := render.Findings(a)
 	l := p.logger.With("flag", a.Flag, "dedup_key", fs[0].DedupKey, "findings", len(fs))
@@ -158,7 +167,11 @@ func (p *processor) state(ctx context.Context, flag string) (*flagState, error) 
 // ClickHouse is away, alerts wait in Kafka. Every retry is logged; /healthz turns
 // unhealthy once the calls have failed for longer than Options.UnhealthyAfter.
 func (p *processor) retryStore(ctx context.Context, what string, fn func(context.Context) error) error {
-	return retry.Do(ctx, p.logger, what, p.policy(), func(ctx context.Context) error {
+	pol := p.policy()
+	// An error that can never pass (a missing table, refused credentials) stops the
+	// notifier with that error rather than holding every alert forever.
+	pol.Retryable = func(err error) bool { return store.Classify(err) == store.Transient }
+	return retry.Do(ctx, p.logger, what, pol, func(ctx context.Context) error {
 		err := fn(ctx)
 		if ctx.Err() == nil {
 			p.health.Report(healthClickHouse, err)
@@ -192,7 +205,7 @@ func (p *processor) ensure(ctx context.Context, op, holder string, need time.Dur
 // waitFor waits until op is in the log or its holder's claim has expired.
 func (p *processor) waitFor(ctx context.Context, op string, c nflog.Claim) error {
 	for {
-		if err := sleep(ctx, min(p.o.PollInterval, max(c.Expires.Sub(p.now()), 10*time.Millisecond))); err != nil {
+		if err := retry.Sleep(ctx, min(p.o.PollInterval, max(c.Expires.Sub(p.now()), 10*time.Millisecond))); err != nil {
 			return err
 		}
 		var done bool
@@ -422,6 +435,92 @@ func (p *processor) reply(ctx context.Context, a *alert.Alert, act *action, hold
 		l.Info("replied in the incident's thread", "channel", ch, "ts", ts, "thread_ts", m.ThreadTS,
 			"new", len(act.update.New), "repeated", len(act.update.Repeat), "resolved", len(act.resolveKeys),
 			"headline_changed", act.update.HeadlineChanged, "closes", act.update.Closes)
+	}
+	return p.record(ctx, es...)
+}
+
+// watch posts the sessions to watch that an alert carries for one of its findings
+// (SPEC §12) as a reply in the flag's open incident, once per incident: its op is
+// "watch|<incident>|0", and once the log has it — posted, or rejected by Slack for good —
+// later alerts of the incident post no other.
+func (p *processor) watch(ctx context.Context, a *alert.Alert) error {
+	var f *alert.Finding
+	for i := range a.Findings {
+		if w := a.Findings[i].Watch; w != nil && len(w.Sessions) > 0 {
+			f = &a.Findings[i]
+			break
+		}
+	}
+	if f == nil {
+		return nil
+	}
+	holder := p.o.ReplicaID + "/" + randomID(4)
+	l := p.logger.With("flag", a.Flag, "dedup_key", f.DedupKey)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		st, err := p.state(ctx, a.Flag)
+		if err != nil {
+			return err
+		}
+		in := st.current()
+		if in == nil || in.watched {
+			return nil
+		}
+		op := st.op("watch|" + in.id)
+		c, err := p.acquire(ctx, op, holder, p.o.ClaimLease)
+		if err != nil {
+			return err
+		}
+		if !c.Held {
+			p.m.claimsLost.Inc()
+			if err := p.waitFor(ctx, op, c); err != nil {
+				return err
+			}
+			continue
+		}
+		if st, err = p.state(ctx, a.Flag); err != nil {
+			return err
+		}
+		if again := st.current(); again == nil || again.id != in.id || again.watched {
+			continue
+		}
+		err = p.postWatch(ctx, a, *f, in, op, holder, l.With("op", op))
+		if errors.Is(err, errLostClaim) {
+			l.Warn("claim expired before posting; starting over", "op", op)
+			continue
+		}
+		return err
+	}
+}
+
+func (p *processor) postWatch(ctx context.Context, a *alert.Alert, f alert.Finding, in *incident, op, holder string, l *slog.Logger) error {
+	m := render.Watch(a, f, p.renderOptions())
+	render.SetOp(&m, op)
+	m.Channel, m.ThreadTS = in.parent.Channel, in.parent.TS
+	if m.Channel == "" { // webhook: no channel ID and no thread
+		m.Channel = p.channelOf(a)
+	}
+	ch, ts, err := p.post(ctx, op, holder, m)
+	es := []nflog.Entry{{Op: op, Flag: a.Flag, Incident: in.id, Kind: nflog.KindWatch, DedupKey: f.DedupKey,
+		Decision: f.Decision, Severity: f.Severity, Replica: holder, At: p.now()}}
+	var pe *permanentError
+	switch {
+	case errors.As(err, &pe):
+		es[0].Status, es[0].Error, es[0].Channel = nflog.StatusFailed, pe.reason, m.Channel
+		p.m.failed.WithLabelValues(pe.reason).Inc()
+		l.Error("Slack rejected the sessions to watch for good; the incident goes without them", "channel", m.Channel,
+			"reason", pe.reason, "err", pe)
+	case err != nil:
+		return err
+	default:
+		if ch == "" {
+			ch = m.Channel
+		}
+		es[0].Status, es[0].Channel, es[0].TS, es[0].ThreadTS = nflog.StatusPosted, ch, ts, m.ThreadTS
+		p.m.sent.WithLabelValues(nflog.KindWatch).Inc()
+		l.Info("posted the incident's sessions to watch", "channel", ch, "thread_ts", m.ThreadTS, "sessions", len(f.Watch.Sessions))
 	}
 	return p.record(ctx, es...)
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/robfig/cron/v3"
 
+	"github.com/flagwatch/flagwatch/pipeline/claim"
 	"github.com/flagwatch/flagwatch/pipeline/config"
 	"github.com/flagwatch/flagwatch/pipeline/digest"
 	"github.com/flagwatch/flagwatch/pipeline/nflog"
@@ -65,17 +66,24 @@ func start(ctx context.Context, opts Options, serve bool) (*service, error) {
 	}
 	closeSrv := s.close
 	s.conn, s.close = conn, func() { conn.Close(); closeSrv() }
-	if err := retry.Do(ctx, o.Logger, "migrate ClickHouse", retry.Policy{Initial: o.BackoffMin, Max: o.BackoffMax}, func(ctx context.Context) error {
+	if err := retry.Do(ctx, o.Logger, "migrate ClickHouse", retry.Policy{Initial: o.BackoffMin, Max: o.BackoffMax,
+		Retryable: func(err error) bool { return store.Classify(err) == store.Transient }}, func(ctx context.Context) error {
 		err := store.Migrate(ctx, conn)
 		h.Report(healthClickHouse, err)
 		return err
 	}); err != nil {
 		return fail(fmt.Errorf("migrate clickhouse: %w", err))
 	}
+	claims, closeClaims, err := claim.Open(conn, o.Logger)
+	if err != nil {
+		return fail(err)
+	}
+	closeConn := s.close
+	s.close = func() { closeClaims(); closeConn() }
 	p := &processor{
 		o:       o,
 		log:     nflog.NewLog(conn),
-		claims:  nflog.NewClaims(conn, o.ClaimLease, o.Now),
+		claims:  nflog.NewClaims(claims, o.ClaimLease, o.Now),
 		limiter: newLimiter(o.RateLimit, o.RateWindow, o.Now),
 		m:       m,
 		health:  h,
@@ -115,7 +123,8 @@ func connectClickHouse(ctx context.Context, o Options, h *ops.Health) (store.Con
 	where := config.RedactURL(o.ClickHouseDSN)
 	h.Waiting(healthClickHouse, "connecting to "+where)
 	var conn store.Conn
-	err := retry.Do(ctx, o.Logger, "connect to ClickHouse at "+where, retry.Policy{Initial: o.BackoffMin, Max: o.BackoffMax},
+	err := retry.Do(ctx, o.Logger, "connect to ClickHouse at "+where, retry.Policy{Initial: o.BackoffMin, Max: o.BackoffMax,
+		Retryable: func(err error) bool { return store.Classify(err) == store.Transient }},
 		func(ctx context.Context) error {
 			actx, cancel := context.WithTimeout(ctx, connectAttempt)
 			defer cancel()

@@ -25,10 +25,20 @@ type finding struct {
 	lastFailed time.Time
 }
 
+// Events (alert.IsEvent: a rollout's stage changes) are findings of their own kind:
+// posted once, in the flag's open thread (or a thread of their own), and never open, so
+// they neither keep an incident open nor become its headline. A thread that has only
+// events stays the flag's thread until a finding in it is resolved.
+
 type incident struct {
 	id       string
 	parent   *nflog.Entry // a posted KindOpen entry; nil while not opened
 	findings map[string]*finding
+	// findingsSeen counts the posted entries about findings (not events).
+	findingsSeen int
+	// watched: the incident's sessions to watch were posted (or failed for good); it
+	// gets them once.
+	watched bool
 }
 
 func (in *incident) openKeys() []string {
@@ -73,6 +83,8 @@ type flagState struct {
 	incidents map[int]*incident
 	lastOpen  int            // highest incident number with a posted first message
 	slots     map[string]int // slot → number of distinct ops recorded in it
+	// said are the events posted, in any incident.
+	said map[string]bool
 }
 
 func incidentID(flag string, n int) string { return flag + "#" + strconv.Itoa(n) }
@@ -95,7 +107,7 @@ func slotOf(op string) string {
 }
 
 func buildState(flag string, entries []nflog.Entry) *flagState {
-	st := &flagState{flag: flag, incidents: map[int]*incident{}, slots: map[string]int{}}
+	st := &flagState{flag: flag, incidents: map[int]*incident{}, slots: map[string]int{}, said: map[string]bool{}}
 	seen := map[string]bool{}
 	for i := range entries {
 		e := &entries[i]
@@ -108,6 +120,10 @@ func buildState(flag string, entries []nflog.Entry) *flagState {
 			continue
 		}
 		in := st.incident(n)
+		if e.Kind == nflog.KindWatch {
+			in.watched = true
+			continue
+		}
 		f := in.finding(e.DedupKey)
 		if e.Kind == nflog.KindResolve {
 			// A finding that no longer holds is resolved even if the message saying so
@@ -125,10 +141,17 @@ func buildState(flag string, entries []nflog.Entry) *flagState {
 				in.parent = e
 			}
 			st.lastOpen = max(st.lastOpen, n)
-			f.open, f.lastPosted, f.decision = true, e.At, e.Decision
 		case nflog.KindReply, nflog.KindRepeat:
-			f.open, f.lastPosted, f.decision = true, e.At, e.Decision
+		default:
+			continue
 		}
+		f.lastPosted, f.decision = e.At, e.Decision
+		if alert.IsEvent(e.Decision) {
+			st.said[e.DedupKey] = true
+			continue
+		}
+		f.open = true
+		in.findingsSeen++
 	}
 	return st
 }
@@ -142,10 +165,11 @@ func (st *flagState) incident(n int) *incident {
 	return in
 }
 
-// current is the open incident, or nil.
+// current is the open incident — one with open findings, or a thread of events only —
+// or nil.
 func (st *flagState) current() *incident {
 	in := st.incidents[st.lastOpen]
-	if in == nil || in.parent == nil || len(in.openKeys()) == 0 {
+	if in == nil || in.parent == nil || (len(in.openKeys()) == 0 && in.findingsSeen > 0) {
 		return nil
 	}
 	return in
@@ -181,12 +205,19 @@ const (
 // headline is the most important of what is open in the thread and new.
 func decide(flag string, fs []alert.Finding, whole bool, st *flagState, now time.Time, repeat time.Duration) (*action, string) {
 	var active, resolved []alert.Finding
+	said := 0
 	for _, f := range fs {
-		if f.Decision == alert.Resolved {
+		switch {
+		case f.Decision == alert.Resolved:
 			resolved = append(resolved, f)
-		} else {
+		case alert.IsEvent(f.Decision) && st.said[f.DedupKey]:
+			said++ // an event is said once
+		default:
 			active = append(active, f)
 		}
+	}
+	if said > 0 && len(active)+len(resolved) == 0 {
+		return nil, skipDuplicate
 	}
 	failedRecently := func(in *incident, key string) bool {
 		f := in.findings[key]
@@ -255,14 +286,14 @@ func decide(flag string, fs []alert.Finding, whole bool, st *flagState, now time
 	return act, ""
 }
 
-// headline is the key the thread leads with after this reply.
+// headline is the key the thread leads with after this reply; events never lead.
 func headline(active []alert.Finding, in *incident, closing map[string]bool, whole bool) string {
-	if whole {
+	if whole && !alert.IsEvent(active[0].Decision) {
 		return active[0].DedupKey
 	}
 	best, bestP := "", 0
 	consider := func(key, decision string) {
-		if closing[key] {
+		if closing[key] || alert.IsEvent(decision) {
 			return
 		}
 		if p := alert.Priority(decision); best == "" || p < bestP || (p == bestP && key < best) {

@@ -115,7 +115,8 @@ func about(f alert.Finding) string {
 
 // title is a finding's status line: ":red_circle: guardrail breached · errors per user".
 func title(f alert.Finding) string {
-	s := Emoji(f.Decision) + " " + Words(f.Decision)
+	mark, words := markWords(f)
+	s := mark + " " + words
 	if a := about(f); a != "" {
 		s += " · " + a
 	}
@@ -206,6 +207,9 @@ func total(f alert.Finding) string {
 
 // numbers is the evidence of a finding, each part printed only when it exists.
 func numbers(f alert.Finding) []string {
+	if f.Decision == alert.Rollout {
+		return rolloutNumbers(f)
+	}
 	n := f.Numbers
 	var lines []string
 	if f.Decision != alert.SegmentDivergence && (hasInterval(n.CI) || n.Lift != 0) && f.Metric != "" {
@@ -271,7 +275,8 @@ func numbers(f alert.Finding) []string {
 
 // compact is a finding on one line: its status, what it is about, and its lift.
 func compact(f alert.Finding) string {
-	s := Emoji(f.Decision) + " *" + Words(f.Decision) + "*"
+	mark, words := markWords(f)
+	s := mark + " *" + words + "*"
 	if a := about(f); a != "" {
 		s += " · " + a
 	}
@@ -289,12 +294,18 @@ func compact(f alert.Finding) string {
 	return s
 }
 
-func rollbackLine(r *alert.Rollback) string {
+// rollbackLine is what the analyzer called: a rollback, or a rollout's flag change.
+func rollbackLine(a *alert.Alert) string {
+	r := a.Rollback
 	mark := ":white_check_mark:"
 	if r.Status != "ok" {
 		mark = ":x:"
 	}
-	s := fmt.Sprintf("*Rollback* (%s `%s`): %s %s", Escape(r.Action), Escape(r.Target), mark, Escape(r.Status))
+	label := "Rollback"
+	if a.Decision == alert.Rollout {
+		label = "Flag change"
+	}
+	s := fmt.Sprintf("*%s* (%s `%s`): %s %s", label, Escape(r.Action), Escape(r.Target), mark, Escape(r.Status))
 	if r.Detail != "" {
 		s += " · " + Escape(r.Detail)
 	}
@@ -321,8 +332,9 @@ func stamp(a *alert.Alert, o Options) string {
 func Opening(a *alert.Alert, o Options) slack.Message {
 	fs := Findings(a)
 	head := fs[0]
+	mark, words := markWords(head)
 	blocks := []slackapi.Block{
-		section("*" + Emoji(head.Decision) + " " + Escape(a.Flag) + " — " + Words(head.Decision) + "*\n" + summary(a.Flag, head)),
+		section("*" + mark + " " + Escape(a.Flag) + " — " + words + "*\n" + summary(a.Flag, head)),
 		section("*What to do:* " + Escape(Recommendation(a, fs))),
 	}
 	if lines := numbers(head); len(lines) > 0 {
@@ -341,7 +353,7 @@ func Opening(a *alert.Alert, o Options) slack.Message {
 		blocks = append(blocks, section(b.String()))
 	}
 	if a.Rollback != nil {
-		blocks = append(blocks, section(rollbackLine(a.Rollback)))
+		blocks = append(blocks, section(rollbackLine(a)))
 	}
 	blocks = append(blocks, contextBlock(footer(a, head, o)...))
 	return slack.Message{
@@ -454,7 +466,7 @@ func Reply(a *alert.Alert, u Update, o Options) slack.Message {
 		blocks = append(blocks, section(b.String()))
 	}
 	if a.Rollback != nil && len(u.New) > 0 {
-		blocks = append(blocks, section(rollbackLine(a.Rollback)))
+		blocks = append(blocks, section(rollbackLine(a)))
 	}
 	var ctx []string
 	if u := o.pageURL(a); u != "" {
@@ -466,6 +478,39 @@ func Reply(a *alert.Alert, u Update, o Options) slack.Message {
 		key = u.New[0].DedupKey
 	}
 	return slack.Message{Text: truncate(text, maxTextChars), Blocks: blocks, Metadata: metadata(a, head.Decision, key)}
+}
+
+// Watch is an incident's "sessions to watch" reply (SPEC §12): whose sessions they are
+// and a link to each one's recording, for the finding f that carries them (f.Watch).
+// It holds links and start times only, never a name or an email.
+func Watch(a *alert.Alert, f alert.Finding, o Options) slack.Message {
+	w := f.Watch
+	n := len(w.Sessions)
+	head := fmt.Sprintf("%d sessions to watch: %s", n, Escape(w.Who))
+	if n == 1 {
+		head = "1 session to watch: " + Escape(w.Who)
+	}
+	var b strings.Builder
+	b.WriteString("*:movie_camera: " + head + "*")
+	for i, s := range w.Sessions {
+		if i == maxOthers {
+			break
+		}
+		label := fmt.Sprintf("Session %d", i+1)
+		if !s.Start.IsZero() {
+			label += " · started " + s.Start.UTC().Format("Jan 2 15:04 UTC")
+		}
+		b.WriteString("\n• " + Link(s.URL, label))
+	}
+	ctx := []string{"Behind " + title(f)}
+	if u := o.pageURL(a); u != "" {
+		ctx = append(ctx, Link(u, "Open "+a.Flag+" in flagwatch"))
+	}
+	return slack.Message{
+		Text:     truncate(head, maxTextChars),
+		Blocks:   []slackapi.Block{section(b.String()), contextBlock(ctx...)},
+		Metadata: metadata(a, f.Decision, f.DedupKey),
+	}
 }
 
 // MarkResolved rewrites an incident's first message once nothing is open: a "Resolved"

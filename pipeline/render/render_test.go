@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	slackapi "github.com/slack-go/slack"
 	"github.com/stretchr/testify/require"
@@ -408,4 +409,25 @@ func TestThreadsAndText(t *testing.T) {
 	require.Len(t, th, 2)
 	require.Equal(t, "── #growth "+strings.Repeat("─", 53)+"\nfirst, rewritten\n  │\n  │ reply with a link (https://x.example) & <!channel> 🔴\n", Text(th[0]))
 	require.Equal(t, "other", th[1].Parent.Text)
+}
+
+// Sessions to watch: who they are and one link per session, escaped like every alert
+// text; a link that is not http(s) shows as its label alone.
+func TestWatch(t *testing.T) {
+	a := rendertest.Hostile()
+	f := a.Findings[0]
+	f.Watch = &alert.Watch{Who: "<!channel> users on test who did not purchase", Sessions: []alert.Session{
+		{ID: "s1", URL: "https://us.posthog.com/project/1/replay/s1", Start: rendertest.Detected.Add(-time.Hour)},
+		{ID: "s2", URL: "javascript:alert(1)"},
+	}}
+	m := Watch(a, f, opts())
+	requireInert(t, "watch", m)
+	require.NoError(t, slacktest.ValidateBlocks(blocksOf(t, m)))
+	require.Equal(t, "2 sessions to watch: &lt;!channel&gt; users on test who did not purchase", m.Text)
+	lines := text(m)
+	require.Contains(t, lines, "🎥 2 sessions to watch: <!channel> users on test who did not purchase\n")
+	require.Contains(t, lines, "• Session 1 · started "+rendertest.Detected.Add(-time.Hour).UTC().Format("Jan 2 15:04 UTC")+" (https://us.posthog.com/project/1/replay/s1)\n")
+	require.Contains(t, lines, "• Session 2\n")
+	require.NotContains(t, lines, "javascript")
+	require.Contains(t, lines, "Behind 🔴 loss")
 }

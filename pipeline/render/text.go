@@ -118,7 +118,9 @@ var (
 	emojis  = map[string]string{
 		":red_circle:": "🔴", ":large_green_circle:": "🟢", ":large_orange_circle:": "🟠", ":white_circle:": "⚪",
 		":white_check_mark:": "✅", ":x:": "❌", ":repeat:": "🔁", ":hourglass_flowing_sand:": "⏳",
-		":bar_chart:": "📊", ":information_source:": "ℹ️",
+		":bar_chart:": "📊", ":information_source:": "ℹ️", ":movie_camera:": "🎥",
+		":arrow_forward:": "▶️", ":fast_forward:": "⏩", ":checkered_flag:": "🏁", ":double_vertical_bar:": "⏸️",
+		":rewind:": "⏪", ":octagonal_sign:": "🛑", ":warning:": "⚠️",
 	}
 	entities = strings.NewReplacer("&lt;", "<", "&gt;", ">", "&amp;", "&")
 )

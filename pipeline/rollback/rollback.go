@@ -1,6 +1,8 @@
 // Package rollback carries out a monitor's rollback actions when the analyzer finds a
 // guardrail breach or a certain loss (SPEC §4–§6): a signed generic webhook, and
-// disabling the flag through PostHog's feature-flag API.
+// disabling the flag through PostHog's feature-flag API. It is also the transport of
+// progressive rollout (pipeline/rollout): FlagAPI reads a PostHog flag and saves its
+// filters, and Webhook.Post sends any signed body.
 //
 // The decision that shapes it: an action never returns an error. It retries what is
 // worth retrying (network errors, 5xx, 429 honouring Retry-After) within a bounded
@@ -20,6 +22,7 @@ import (
 
 	"github.com/flagwatch/flagwatch/pipeline/alert"
 	"github.com/flagwatch/flagwatch/pipeline/config"
+	"github.com/flagwatch/flagwatch/pipeline/retry"
 )
 
 // Outcome records what was called and how it went; it is the alert's rollback field.
@@ -157,18 +160,7 @@ func (o Options) withDefaults() Options {
 		o.Now = time.Now
 	}
 	if o.Sleep == nil {
-		o.Sleep = sleep
+		o.Sleep = retry.Sleep
 	}
 	return o
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

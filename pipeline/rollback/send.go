@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/flagwatch/flagwatch/pipeline/retry"
 )
 
 // userAgent identifies flagwatch to the endpoints it calls.
@@ -34,39 +36,58 @@ type result struct {
 	retryAfter time.Duration
 	detail     string
 	body       []byte // the response body, up to maxBody, on success
+	code       int    // the HTTP status, 0 without an answer
 }
 
 const (
-	maxBody   = 64 << 10 // response bytes read
-	maxDetail = 200      // response bytes quoted in a failure detail
+	maxBody   = 1 << 20 // response bytes read (a PostHog flag with its payloads fits)
+	maxDetail = 200     // response bytes quoted in a failure detail
 )
 
 // send calls build and sends its request until it succeeds, fails permanently, or the
 // policy gives up. On success it also returns the response body.
 func (s sender) send(ctx context.Context, flag string, build func(context.Context) (*http.Request, error)) (Outcome, []byte) {
+	out, body, _ := s.sendCode(ctx, flag, build)
+	return out, body
+}
+
+// sendCode is send that also returns the HTTP status of the last answer (0 when there
+// was none), for callers that treat one status apart (409 Conflict). Retries go through
+// pipeline/retry: network errors, 429 and 5xx are retried with backoff (a Retry-After
+// honoured), anything else is final, within the policy's attempts and time budget.
+func (s sender) sendCode(ctx context.Context, flag string, build func(context.Context) (*http.Request, error)) (Outcome, []byte, int) {
 	p := s.opts.Retry
-	start := s.opts.Now()
-	for attempt := 1; ; attempt++ {
-		res := s.try(ctx, build)
-		switch {
-		case res.ok:
-			return s.outcome(StatusOK, withAttempts(res.detail, attempt)), res.body
-		case !res.retry:
-			return s.outcome(StatusFailed, withAttempts(res.detail, attempt)), nil
-		case attempt >= p.Attempts:
-			return s.outcome(StatusFailed, fmt.Sprintf("%s; gave up after %s", res.detail, attempts(attempt))), nil
-		}
-		wait := max(backoff(p, attempt), res.retryAfter)
-		if elapsed := s.opts.Now().Sub(start); elapsed+wait > p.Budget {
-			return s.outcome(StatusFailed, fmt.Sprintf("%s; gave up after %s: waiting %v more would exceed the %v budget",
-				res.detail, attempts(attempt), wait, p.Budget)), nil
-		}
-		s.opts.Logger.Warn("rollback attempt failed, will retry",
-			"action", s.action, "target", s.target, "flag", flag, "attempt", attempt, "wait", wait, "err", res.detail)
-		if err := s.opts.Sleep(ctx, wait); err != nil {
-			return s.outcome(StatusFailed, fmt.Sprintf("%s; stopped after %s: %v", res.detail, attempts(attempt), err)), nil
-		}
+	var last result
+	calls := 0
+	err := retry.Do(ctx, s.opts.Logger.With("action", s.action, "target", s.target, "flag", flag), s.action+" call",
+		retry.Policy{Initial: p.Base, Max: p.Max, Attempts: p.Attempts, Elapsed: p.Budget, Exact: true, Now: s.opts.Now, Sleep: s.opts.Sleep},
+		func(ctx context.Context) error {
+			calls++
+			last = s.try(ctx, build)
+			switch {
+			case last.ok:
+				return nil
+			case !last.retry:
+				return retry.Permanent(errors.New(last.detail))
+			case last.retryAfter > 0:
+				return retry.After(errors.New(last.detail), last.retryAfter)
+			}
+			return errors.New(last.detail)
+		})
+	if err == nil {
+		return s.outcome(StatusOK, withAttempts(last.detail, calls)), last.body, last.code
 	}
+	if !last.retry {
+		return s.outcome(StatusFailed, withAttempts(last.detail, calls)), nil, last.code
+	}
+	// Retryable, but the policy or the context ended it: say why.
+	switch stop, why := retry.Stopped(err); stop {
+	case retry.StopContext:
+		return s.outcome(StatusFailed, fmt.Sprintf("%s; stopped after %s: %s", last.detail, attempts(calls), why)), nil, last.code
+	case retry.StopElapsed:
+		return s.outcome(StatusFailed, fmt.Sprintf("%s; gave up after %s: %s", last.detail, attempts(calls), why)), nil, last.code
+	}
+	return s.outcome(StatusFailed, fmt.Sprintf("%s; gave up after %s", last.detail, attempts(calls))), nil, last.code
 }
 
 // try makes one attempt and classifies it: 2xx succeeds; network errors, 429 and 5xx
@@ -88,7 +109,7 @@ func (s sender) try(ctx context.Context, build func(context.Context) (*http.Requ
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxBody))
-	res := result{detail: "HTTP " + resp.Status}
+	res := result{detail: "HTTP " + resp.Status, code: resp.StatusCode}
 	switch code := resp.StatusCode; {
 	case code >= 200 && code < 300:
 		res.ok, res.body = true, body

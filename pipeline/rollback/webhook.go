@@ -44,8 +44,15 @@ func (w *Webhook) Do(ctx context.Context, r Request) Outcome {
 	if err != nil {
 		return w.sender.outcome(StatusFailed, fmt.Sprintf("encode request: %v", err))
 	}
+	return w.Post(ctx, r.Flag, r.DedupKey, body)
+}
+
+// Post sends body (JSON) signed, with key as its Idempotency-Key, retrying like Do: a
+// retry sends the same body, signature and key. Progressive rollout sends its stage
+// changes with it.
+func (w *Webhook) Post(ctx context.Context, flag, key string, body []byte) Outcome {
 	sig := Sign([]byte(w.secret.Reveal()), body)
-	out, _ := w.sender.send(ctx, r.Flag, func(ctx context.Context) (*http.Request, error) {
+	out, _ := w.sender.send(ctx, flag, func(ctx context.Context) (*http.Request, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.url, bytes.NewReader(body))
 		if err != nil {
 			return nil, err
@@ -53,8 +60,8 @@ func (w *Webhook) Do(ctx context.Context, r Request) Outcome {
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set(SignatureHeader, sig)
 		req.Header.Set(TimestampHeader, strconv.FormatInt(w.sender.opts.Now().Unix(), 10))
-		if r.DedupKey != "" {
-			req.Header.Set(IdempotencyHeader, headerValue(r.DedupKey))
+		if key != "" {
+			req.Header.Set(IdempotencyHeader, headerValue(key))
 		}
 		return req, nil
 	})

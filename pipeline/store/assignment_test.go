@@ -95,6 +95,7 @@ func TestSegmentsDefaultMatchesGo(t *testing.T) {
 		`{"$geoip_country_code":"GB","plan":"free"}`,
 		`{"$lib":"web","$session_id":"0190c5b2-aaaa","$set":{"plan":"pro"},"plan":"free","n":3,"ok":true,"a":["x","y"],"o":{"k":"v"}}`,
 		`{"$feature_flag":"f","$feature_flag_response":"test","$browser":"Safari","$time":"1.5","$insert_id":"i"}`,
+		`{"$feature/new-checkout":"test","$feature/x":"on","$featured":"y","$browser":"Safari"}`,
 		`{"note":"say \"hi\"","url":"` + longPath() + `","k\\":"w"}`,
 	}
 	b, err := conn.PrepareBatch(ctx, "INSERT INTO exposures (uuid, flag, variant, distinct_id, ts_ms, timestamp, properties, source)")

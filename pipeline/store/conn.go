@@ -74,6 +74,11 @@ type Server struct {
 	Version Version
 	// Database is the connection's default database.
 	Database string
+	// Cluster is the ClickHouse cluster (remote_servers) the data is spread over; ""
+	// on a single node.
+	Cluster string
+	// ZooKeeper are the servers of the cluster's ZooKeeper or Keeper ensemble.
+	ZooKeeper []string
 }
 
 // Features are what the server's SQL dialect allows (migrations are rendered with them).
@@ -103,6 +108,23 @@ func Open(ctx context.Context, dsn string, opts ...Option) (Conn, error) {
 	default:
 		return nil, fmt.Errorf("clickhouse dsn %q: unknown scheme %q: want clickhouse://, tcp:// or chdb://", Redact(dsn), scheme)
 	}
+}
+
+// WithDatabase returns dsn naming database db instead of its own: the path of a
+// server's DSN, the database parameter of an embedded one.
+func WithDatabase(dsn, db string) (string, error) {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "", fmt.Errorf("parse clickhouse dsn %q: %w", Redact(dsn), err)
+	}
+	if strings.EqualFold(u.Scheme, "chdb") {
+		q := u.Query()
+		q.Set("database", db)
+		u.RawQuery = q.Encode()
+	} else {
+		u.Path = "/" + db
+	}
+	return u.String(), nil
 }
 
 // Redact hides the password of a DSN for logs and errors.

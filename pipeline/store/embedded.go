@@ -94,6 +94,9 @@ func openEmbedded(dsn string, o openOptions) (Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.cluster != "" {
+		return nil, fmt.Errorf("the embedded engine (%s) cannot be a cluster: a cluster needs ClickHouse servers", dsn)
+	}
 	engines.mu.Lock()
 	defer engines.mu.Unlock()
 	if engines.byDir == nil {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -20,6 +22,10 @@ type native struct {
 }
 
 func openNative(ctx context.Context, dsn string, o openOptions) (Conn, error) {
+	dsn, err := takeClusterParams(dsn, &o)
+	if err != nil {
+		return nil, err
+	}
 	opts, err := clickhouse.ParseDSN(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("parse clickhouse dsn %q: %w", Redact(dsn), err)
@@ -62,6 +68,23 @@ func openNative(ctx context.Context, dsn string, o openOptions) (Conn, error) {
 	}
 	opts.Auth.Database = db
 	opts.Settings = serverSettings(v, opts.Settings)
+	if o.cluster != "" {
+		// An insert into a Distributed table returns once every shard has its rows,
+		// so offsets are committed only after every shard acknowledged.
+		opts.Settings["insert_distributed_sync"] = 1
+		// …but not forever: a replica killed in the middle of an insert can leave the
+		// insert waiting on it; after this many seconds it fails and is retried (block
+		// deduplication absorbs what part of it had landed).
+		opts.Settings["insert_distributed_timeout"] = 30
+		// Inserts and reads through Distributed tables prefer each shard's first healthy
+		// replica (as the per-shard connections do), so a pass reads what ingest just
+		// wrote instead of a replica that has not fetched it yet. 18.16's protocol
+		// carries only numeric settings: there the servers' profile must say it
+		// (docs/operations.md; scripts/cluster.sh does).
+		if v.AtLeast(20, 1) {
+			opts.Settings["load_balancing"] = "in_order"
+		}
+	}
 	conn, err := clickhouse.Open(opts)
 	if err != nil {
 		return nil, connectError(where, err)
@@ -70,8 +93,44 @@ func openNative(ctx context.Context, dsn string, o openOptions) (Conn, error) {
 		conn.Close()
 		return nil, connectError(where, err)
 	}
+	n := &native{conn: conn, server: Server{Engine: EngineServer, Version: v, Database: db, ZooKeeper: o.zookeeper}}
+	if o.cluster != "" {
+		c, err := openCluster(ctx, n, opts, o.cluster)
+		if err != nil {
+			conn.Close()
+			return nil, err
+		}
+		o.ready()
+		return c, nil
+	}
 	o.ready()
-	return &native{conn: conn, server: Server{Engine: EngineServer, Version: v, Database: db}}, nil
+	return n, nil
+}
+
+// takeClusterParams moves the DSN's cluster= and zookeeper= parameters (the command
+// line's -clickhouse-cluster and -zookeeper, see config.ResolveClickHouseDSNCluster) into
+// o: they are flagwatch's, and clickhouse-go would send them to the server as settings.
+func takeClusterParams(dsn string, o *openOptions) (string, error) {
+	base, query, ok := strings.Cut(dsn, "?")
+	if !ok {
+		return dsn, nil
+	}
+	q, err := url.ParseQuery(query)
+	if err != nil {
+		return "", fmt.Errorf("parse clickhouse dsn %q: %w", Redact(dsn), err)
+	}
+	if c := q.Get("cluster"); c != "" && o.cluster == "" {
+		o.cluster = c
+	}
+	if z := q.Get("zookeeper"); z != "" && len(o.zookeeper) == 0 {
+		o.zookeeper = strings.Split(z, ",")
+	}
+	q.Del("cluster")
+	q.Del("zookeeper")
+	if len(q) == 0 {
+		return base, nil
+	}
+	return base + "?" + q.Encode(), nil
 }
 
 // connectError says in one line what went wrong and what to check.

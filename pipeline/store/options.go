@@ -19,6 +19,8 @@ type openOptions struct {
 	dialTimeout time.Duration
 	dnsGrace    time.Duration
 	password    string
+	cluster     string
+	zookeeper   []string
 }
 
 func (o *openOptions) defaults() {
@@ -60,6 +62,15 @@ func WithMaxWait(d time.Duration) Option { return func(o *openOptions) { o.maxWa
 
 // WithDialTimeout bounds each connection attempt (default 5s).
 func WithDialTimeout(d time.Duration) Option { return func(o *openOptions) { o.dialTimeout = d } }
+
+// WithCluster runs flagwatch on the ClickHouse cluster name (from the servers'
+// remote_servers): per-user tables sharded by user and replicated, everything else
+// replicated on every node (see cluster.go). "" is a single node.
+func WithCluster(name string) Option { return func(o *openOptions) { o.cluster = name } }
+
+// WithZooKeeper names the ZooKeeper or ClickHouse Keeper servers of the cluster, where
+// flagwatch's leases and claims live in cluster mode (pipeline/claim).
+func WithZooKeeper(servers []string) Option { return func(o *openOptions) { o.zookeeper = servers } }
 
 // WithPassword sets the server password, overriding the DSN's (it comes from
 // FLAGWATCH_CLICKHOUSE_PASSWORD or its _FILE and is never logged).

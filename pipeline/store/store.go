@@ -119,30 +119,27 @@ func (m migration) statements(f Features) ([]string, error) {
 // schema_migrations. Each statement is idempotent, so a crash between a statement and the
 // record, or two processes migrating at once, only repeats harmless work.
 func Migrate(ctx context.Context, conn Conn) error {
-	if err := execTolerant(ctx, conn, `CREATE TABLE IF NOT EXISTS schema_migrations (
-    version UInt32, name String, applied_at DateTime DEFAULT now()
-) ENGINE = ReplacingMergeTree ORDER BY version`); err != nil {
+	if c, ok := conn.(*cluster); ok {
+		return migrateCluster(ctx, c)
+	}
+	if err := execTolerant(ctx, conn, migrationsTable); err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
-	feats := conn.Server().Features()
+	return applyMigrations(ctx, conn, func(_ migration, stmt string) error { return execTolerant(ctx, conn, stmt) })
+}
+
+// applyMigrations runs each migration not yet recorded in schema_migrations (read and
+// written on conn) through run, statement by statement, and records it.
+func applyMigrations(ctx context.Context, conn Conn, run func(m migration, stmt string) error) error {
 	ms, err := loadMigrations()
 	if err != nil {
 		return err
 	}
-	applied := map[int]bool{}
-	rows, err := conn.Query(ctx, "SELECT DISTINCT version FROM schema_migrations")
+	applied, err := appliedMigrations(ctx, conn)
 	if err != nil {
-		return fmt.Errorf("read schema_migrations: %w", err)
+		return err
 	}
-	for rows.Next() {
-		var ver uint32
-		if err := rows.Scan(&ver); err != nil {
-			rows.Close()
-			return fmt.Errorf("scan schema_migrations: %w", err)
-		}
-		applied[int(ver)] = true
-	}
-	rows.Close()
+	feats := conn.Server().Features()
 	for _, m := range ms {
 		if applied[m.version] {
 			continue
@@ -152,14 +149,14 @@ func Migrate(ctx context.Context, conn Conn) error {
 			return err
 		}
 		for _, s := range stmts {
-			if err := execTolerant(ctx, conn, s); err != nil {
+			if err := run(m, s); err != nil {
 				return fmt.Errorf("migration %s: %w", m.name, err)
 			}
 		}
 		if err := record(ctx, conn, m); err != nil {
 			return fmt.Errorf("record migration %s: %w", m.name, err)
 		}
-		slog.Info("applied migration", "name", m.name)
+		slog.Info("applied migration", "name", m.name, "cluster", conn.Server().Cluster)
 	}
 	return nil
 }
@@ -171,10 +168,86 @@ func execTolerant(ctx context.Context, conn Conn, stmt string) error {
 	// An ALTER … ADD COLUMN that another migrator, or this one before a crash, already
 	// ran: 18.16 has no IF NOT EXISTS there and answers 44, current servers 15.
 	switch code, _ := ExceptionCode(err); code {
-	case 57, 82, 44, 15: // TABLE_ALREADY_EXISTS, DATABASE_ALREADY_EXISTS, ILLEGAL_COLUMN, DUPLICATE_COLUMN
+	case 57, 82, 44, 15, 253: // TABLE_ALREADY_EXISTS, DATABASE_ALREADY_EXISTS, ILLEGAL_COLUMN, DUPLICATE_COLUMN, REPLICA_IS_ALREADY_EXIST
 		return nil
 	}
 	return err
+}
+
+// migrationsTable is the record of applied migrations.
+const migrationsTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
+    version UInt32, name String, applied_at DateTime DEFAULT now()
+) ENGINE = ReplacingMergeTree ORDER BY version`
+
+// migrateCluster applies the migrations to every node of the cluster, one node at a time
+// (see cluster.go for why not ON CLUSTER), and the backfills to one replica per shard.
+func migrateCluster(ctx context.Context, c *cluster) error {
+	db := c.server.Database
+	nodes := make([]Conn, 0, len(c.nodes))
+	defer func() {
+		for _, n := range nodes {
+			n.Close()
+		}
+	}()
+	for _, n := range c.nodes {
+		conn, err := c.open([]string{n.Addr}, db)
+		if err != nil {
+			return fmt.Errorf("connect to node %s of cluster %s: %w", n.Addr, c.name, err)
+		}
+		nodes = append(nodes, conn)
+	}
+	everywhere := func(stmts []clusterStatement, what string) error {
+		for _, st := range stmts {
+			targets := nodes
+			switch {
+			case st.onePerShard:
+				targets = c.shards
+			case st.once:
+				targets = []Conn{c.Conn}
+			}
+			for i, n := range targets {
+				if err := execTolerant(ctx, n, st.sql); err != nil {
+					where := "a shard"
+					if !st.onePerShard && !st.once {
+						where = c.nodes[i].Addr
+					}
+					return fmt.Errorf("%s on %s: %w", what, where, err)
+				}
+			}
+		}
+		return nil
+	}
+	mt, err := clusterize(migrationsTable, c.name, db)
+	if err != nil {
+		return err
+	}
+	if err := everywhere(mt, "create schema_migrations"); err != nil {
+		return err
+	}
+	return applyMigrations(ctx, c.Conn, func(m migration, stmt string) error {
+		cs, err := clusterize(stmt, c.name, db)
+		if err != nil {
+			return err
+		}
+		return everywhere(cs, "migration "+m.name)
+	})
+}
+
+func appliedMigrations(ctx context.Context, conn Conn) (map[int]bool, error) {
+	applied := map[int]bool{}
+	rows, err := conn.Query(ctx, "SELECT DISTINCT version FROM schema_migrations")
+	if err != nil {
+		return nil, fmt.Errorf("read schema_migrations: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var ver uint32
+		if err := rows.Scan(&ver); err != nil {
+			return nil, fmt.Errorf("scan schema_migrations: %w", err)
+		}
+		applied[int(ver)] = true
+	}
+	return applied, rows.Err()
 }
 
 func record(ctx context.Context, conn Conn, m migration) error {

@@ -2,7 +2,6 @@ package store_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -18,25 +17,7 @@ func TestMigrateTwiceAndConcurrently(t *testing.T) {
 	ctx := context.Background()
 	require.NoError(t, store.Migrate(ctx, conn))
 
-	var wg sync.WaitGroup
-	errs := make([]error, 3)
-	for i := range errs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, err := store.Open(ctx, dsn)
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			defer c.Close()
-			errs[i] = store.Migrate(ctx, c)
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		require.NoError(t, err)
-	}
+	migrateConcurrently(t, dsn)
 	var tables uint64
 	require.NoError(t, conn.QueryRow(ctx,
 		"SELECT count() FROM system.tables WHERE database = currentDatabase() AND name IN ('events','exposures','assignment_state','assignment_state_mv','segment_sets','segment_sets_mv','flag_activity','flag_activity_mv')").Scan(&tables))

@@ -2,6 +2,22 @@
 -- property was discovered rather than configured.
 ALTER TABLE analysis_results ADD COLUMN {{.IfNotExists}}discovered UInt8 DEFAULT 0;
 
+-- The latest results (0045) carry it too (the flags list and a flag's page tag a
+-- discovered property's rows); 0045 now creates analysis_latest with it, its view
+-- copying it and the decision in its key. A database that an earlier build migrated
+-- through 0045 gets the column and the view here; its key stays without the decision
+-- (ClickHouse cannot change it in place), so there a value's correlation row and its
+-- result, or a property's heterogeneity and divergence rows, share one latest row until
+-- analysis_latest is dropped and 0045 and 0050 are re-run (docs/operations.md).
+ALTER TABLE analysis_latest ADD COLUMN {{.IfNotExists}}discovered UInt8 DEFAULT 0;
+
+DROP TABLE IF EXISTS analysis_latest_mv;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS analysis_latest_mv TO analysis_latest AS
+SELECT pass_time, pass_id, flag, metric, segment_property, segment_value, variant, n, control_n, mean,
+       control_mean, lift, se, ci_low, ci_high, p, chance_to_win, cuped, decision, reason, discovered
+FROM analysis_results;
+
 -- The discovered properties of a generation (0040), as JSON: a generation's
 -- contribution rows carry those properties' values, so the passes that keep it current
 -- use the same list until the next build chooses again.

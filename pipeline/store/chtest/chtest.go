@@ -13,7 +13,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -172,21 +171,13 @@ func Base(t testing.TB) string {
 // NewDB creates a fresh migrated database on the server at base.
 func NewDB(t testing.TB, base string) (string, store.Conn) {
 	t.Helper()
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatalf("parse dsn %q: %v", base, err)
-	}
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	name := "test_" + hex.EncodeToString(b[:])
-	if u.Scheme == "chdb" {
-		q := u.Query()
-		q.Set("database", name)
-		u.RawQuery = q.Encode()
-	} else {
-		u.Path = "/" + name
+	dsn, err := store.WithDatabase(base, name)
+	if err != nil {
+		t.Fatal(err)
 	}
-	dsn := u.String()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	conn, err := store.Open(ctx, dsn)
