@@ -105,6 +105,19 @@ core_metrics:
 	require.NoError(t, conn.QueryRow(ctx, `SELECT reason FROM analysis_results WHERE decision = 'correlation'
 		AND flag = 'new-checkout' AND segment_property = 'plan' AND variant = 'control' LIMIT 1`).Scan(&reason))
 	require.True(t, strings.Contains(reason, "correlated: plan = "), reason)
+	// The latest results (what the pages read) keep every row of the pass: a value's
+	// result and its correlation, a property's divergence and its heterogeneity test
+	// share (flag, metric, segment, variant) and differ by decision only.
+	var latest, latestDiscovered, inPass uint64
+	require.NoError(t, conn.QueryRow(ctx, `SELECT count(), countIf(discovered = 1) FROM analysis_latest FINAL
+		WHERE segment_property != '$exposure_day'`).Scan(&latest, &latestDiscovered))
+	require.NoError(t, conn.QueryRow(ctx, `SELECT count() FROM analysis_results WHERE segment_property != '$exposure_day'`).Scan(&inPass))
+	require.Equal(t, inPass, latest, "one pass so far: every row of it is latest")
+	require.Positive(t, latestDiscovered)
+	var both uint64
+	require.NoError(t, conn.QueryRow(ctx, `SELECT uniqExact(decision) FROM analysis_latest FINAL WHERE flag = 'new-checkout'
+		AND segment_property = '$geoip_country_code' AND segment_value = '' AND decision IN ('segment_divergence', 'heterogeneity')`).Scan(&both))
+	require.Equal(t, uint64(2), both, "the divergence and the heterogeneity row")
 
 	// Fifteen minutes later, the incremental pass keeps the generation's properties and
 	// finds the same; nothing is sent again.
