@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 GO=${GO:-go}
 read -r -a flags <<<"${GO_TEST_FLAGS:--count=1 -timeout 14m -p 2}"
 COMPAT=${COMPAT:-$(sed -nE 's#.*clickhouse/clickhouse-server:([0-9]+\.[0-9]+).*#\1#p' deploy/compose/docker-compose.yml | head -1)}
-COMPAT_RUN=${COMPAT_RUN:-'Migrate|Quote|Types|Classify|EndToEnd|Incremental|Lease|TwoReplicas|ConcurrentHandlers|Replay'}
+COMPAT_RUN=${COMPAT_RUN:-'Migrate|Quote|Types|Classify|Incremental|Lease|TwoReplicas|ConcurrentHandlers|Replay'}
 export CHDB_LIB_PATH=${CHDB_LIB_PATH:-$PWD/.cache/chdb/node_modules/@chdb/lib-linux-x64-gnu/libchdb.so}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/flagwatch-test.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
