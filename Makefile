@@ -58,11 +58,11 @@ bench-ingest: deps ## ingest (with and without the join) vs ClickHouse's Kafka e
 	$(GO) test -run '^$$' -bench BenchmarkIngestOneNodeVsTwoShards -benchtime 1x -timeout 30m -v ./pipeline/clustertest/
 
 .PHONY: bench-analyzer
-bench-analyzer: deps ## analyzer passes (incremental, from scratch, rebuild) vs one plain scan, on ClickHouse 18.16 and on the embedded 26
+bench-analyzer: deps ## analyzer passes (incremental, from scratch, rebuild) vs one plain scan and vs the same pass with no segments (property discovery's cost), on ClickHouse 18.16 and on the embedded 26
 	@echo "== analyzer on a ClickHouse 18.16 server"
-	$(GO) test -run '^$$' -bench BenchmarkAnalyzerPass -benchtime 1x -timeout 60m -v ./pipeline/analyze/
+	$(GO) test -run '^$$' -bench BenchmarkAnalyzerPass -benchtime 1x -timeout 120m -v ./pipeline/analyze/
 	@echo "== analyzer on the embedded ClickHouse 26"
-	FLAGWATCH_TEST_ENGINE=embedded $(GO) test -run '^$$' -bench BenchmarkAnalyzerPass -benchtime 1x -timeout 60m -v ./pipeline/analyze/
+	FLAGWATCH_TEST_ENGINE=embedded $(GO) test -run '^$$' -bench BenchmarkAnalyzerPass -benchtime 1x -timeout 120m -v ./pipeline/analyze/
 
 .PHONY: bench-web
 bench-web: deps ## the flags list and a flag page over a month of 15-minute passes of 50 flags (budget 200 ms each)

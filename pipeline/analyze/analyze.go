@@ -64,6 +64,12 @@ type Row struct {
 	SE          float64 `json:"se,omitempty"`
 	CUPED       bool    `json:"cuped,omitempty"`
 	Correction  string  `json:"correction,omitempty"`
+	// Discovered is set on rows of a segment property found by property discovery
+	// rather than configured (SPEC §10).
+	Discovered bool `json:"discovered,omitempty"`
+	// PropertiesTried is how many segment properties (configured and discovered) the
+	// flag was analysed by in this pass, on its totals and property findings.
+	PropertiesTried int `json:"properties_tried,omitempty"`
 }
 
 // Pass is the outcome of one analysis pass.
@@ -75,6 +81,10 @@ type Pass struct {
 	// metric and variant: the series the behaviour-shift detector watches, kept in the
 	// results history for the flag pages.
 	Cohorts []Row
+	// Properties are the property-analysis rows (decisions Heterogeneity and
+	// Correlation): for each flag, which properties explain its result and which go
+	// with its metrics. In the results history, not printed by `analyzer once`.
+	Properties []Row
 	// Alerts are the incidents this pass emitted: one per flag with something new (or a
 	// critical finding due for a repeat), its findings in priority order.
 	Alerts []alert.Alert
@@ -196,6 +206,9 @@ type monitor struct {
 	// SDK call, a test user. They are reported, never allowed to hide the real arms.
 	unexpected []string
 	metrics    []metricPlan
+	// keys are the flag's cells in the pass, so that per-flag work does not scan every
+	// flag's cells.
+	keys []cellKey
 }
 
 type metricPlan struct {
@@ -227,7 +240,7 @@ func (a *Analyzer) Run(ctx context.Context) (*Pass, error) {
 	if err != nil {
 		return nil, err
 	}
-	pass.Rows, pass.Cohorts = a.decide(monitors, infos, cells, h.latched, start)
+	pass.Rows, pass.Cohorts, pass.Properties = a.decide(monitors, infos, cells, h.latched, start)
 	if err := wr.recordResults(ctx, pass); err != nil {
 		return nil, err
 	}
@@ -244,11 +257,18 @@ func (a *Analyzer) Run(ctx context.Context) (*Pass, error) {
 }
 
 // decide turns a pass's cells into rows (pure: the cells, the monitors, the latches
-// and the time decide everything). It also returns the exposure-day cohort rows, kept
-// in the history for the flag pages but not printed by `analyzer once`.
-func (a *Analyzer) decide(monitors []*monitor, infos map[string]*flagInfo, cells map[cellKey]*cell, latched map[string]string, now time.Time) (rows, cohorts []Row) {
+// and the time decide everything). It also returns the exposure-day cohort rows and the
+// property-analysis rows, kept in the history for the flag pages but not printed by
+// `analyzer once`. Discovered properties are decided last, all flags' together: their
+// tests share one false-discovery-rate correction across the pass (discover.go).
+func (a *Analyzer) decide(monitors []*monitor, infos map[string]*flagInfo, cells map[cellKey]*cell, latched map[string]string, now time.Time) (rows, cohorts, props []Row) {
 	addVariants(infos, cells)
+	keys := map[string][]cellKey{}
+	for k := range cells {
+		keys[k.flag] = append(keys[k.flag], k)
+	}
 	for _, m := range monitors {
+		m.keys = keys[m.flag.Key]
 		fi := infos[m.flag.Key]
 		var vs []string
 		if fi != nil {
@@ -257,12 +277,30 @@ func (a *Analyzer) decide(monitors []*monitor, infos map[string]*flagInfo, cells
 		m.flag = a.Monitors.ForFlag(m.flag.Key, vs)
 		m.variants, m.unexpected = pickVariants(m.flag, vs, cells, a.Monitors.Defaults.MinUsersPerVariant)
 	}
+	var results []*flagResult
+	var fams []*family
+	var corrs []pendingCorrelation
 	for _, m := range monitors {
-		r, c := a.evaluateFlag(m, infos[m.flag.Key], cells, latched, now)
-		rows = append(rows, r...)
-		cohorts = append(cohorts, c...)
+		r := a.evaluateFlag(m, infos[m.flag.Key], cells, latched, now)
+		results = append(results, r)
+		fams = append(fams, r.families...)
+		corrs = append(corrs, r.correlations...)
 	}
-	return rows, cohorts
+	alpha := a.Monitors.Defaults.Alpha
+	found, het := resolveFamilies(fams, alpha, latched)
+	byFlag := map[string][]Row{}
+	for _, r := range found {
+		byFlag[r.Flag] = append(byFlag[r.Flag], r)
+	}
+	for _, r := range results {
+		rows = append(rows, r.rows...)
+		rows = append(rows, byFlag[r.flag]...)
+		cohorts = append(cohorts, r.cohorts...)
+		props = append(props, r.props...)
+	}
+	props = append(props, het...)
+	props = append(props, resolveCorrelations(corrs, alpha)...)
+	return rows, cohorts, props
 }
 
 // plan builds a pass's query plan and monitors for the exposed flags keys and the
@@ -279,6 +317,7 @@ func (a *Analyzer) plan(keys []string) (*plan, []*monitor, [][2]int) {
 	d := a.Monitors.Defaults
 	p := newPlan(d.PrePeriod)
 	p.addSegment(ExposureDay)
+	p.discovery = discovery{caps: map[string]int{}, values: d.AutoSegmentsValues, coverage: d.AutoSegmentsCoverage, minUsers: d.MinUsersPerVariant}
 	var ratioPairs [][2]int
 	var monitors []*monitor
 	for _, key := range keys {
@@ -286,6 +325,9 @@ func (a *Analyzer) plan(keys []string) (*plan, []*monitor, [][2]int) {
 		m := &monitor{flag: f}
 		for _, s := range f.Segments {
 			p.addSegment(s)
+		}
+		if f.AutoSegments {
+			p.discovery.caps[key] = f.AutoSegmentsMax
 		}
 		for _, mc := range f.Metrics {
 			num, den := p.metricMeasures(mc, d.Window)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -115,27 +116,30 @@ func (s *chStore) history(ctx context.Context) (*history, error) {
 
 // recordResults appends the pass's rows, and its cohort rows, to the history.
 func (s *chStore) recordResults(ctx context.Context, pass *Pass) error {
-	if len(pass.Rows)+len(pass.Cohorts) == 0 {
+	if len(pass.Rows)+len(pass.Cohorts)+len(pass.Properties) == 0 {
 		return nil
 	}
 	b, err := s.conn.PrepareBatch(ctx, `INSERT INTO analysis_results (pass_time, pass_id, flag, metric,
 		segment_property, segment_value, variant, n, control_n, mean, control_mean, lift, se, ci_low, ci_high,
-		p, chance_to_win, cuped, decision, reason)`)
+		p, chance_to_win, cuped, decision, reason, discovered)`)
 	if err != nil {
 		return fmt.Errorf("prepare results insert: %w", err)
 	}
-	for _, r := range slices.Concat(pass.Rows, pass.Cohorts) {
+	for _, r := range slices.Concat(pass.Rows, pass.Cohorts, pass.Properties) {
 		var sp, sv string
 		if r.Segment != nil {
 			sp, sv = r.Segment.Property, r.Segment.ValueString()
 		}
-		var cuped uint8
+		var cuped, discovered uint8
 		if r.CUPED {
 			cuped = 1
 		}
+		if r.Discovered {
+			discovered = 1
+		}
 		if err := b.Append(pass.Time.UTC(), pass.ID, r.Flag, r.Metric, sp, sv, r.Variant, uint64(max(r.N, 0)),
 			uint64(max(r.ControlN, 0)), finite(r.Mean), finite(r.ControlMean), finite(r.Lift), finite(r.SE),
-			finite(r.CI[0]), finite(r.CI[1]), finite(r.P), finite(r.ChanceToWin), cuped, r.Decision, r.Reason); err != nil {
+			finite(r.CI[0]), finite(r.CI[1]), finite(r.P), finite(r.ChanceToWin), cuped, r.Decision, r.Reason, discovered); err != nil {
 			_ = b.Abort()
 			return fmt.Errorf("append result row: %w", err)
 		}
@@ -236,7 +240,7 @@ func (s *chStore) recordAlerts(ctx context.Context, pass *Pass, emitted []emitte
 }
 
 func currentGeneration(ctx context.Context, conn store.Conn, planID uint64) (*generation, error) {
-	rows, err := conn.Query(ctx, fmt.Sprintf(`SELECT gen, built_ms, max(watermark) AS w FROM analysis_generations
+	rows, err := conn.Query(ctx, fmt.Sprintf(`SELECT gen, built_ms, max(watermark) AS w, any(discovered) FROM analysis_generations
 		WHERE plan = %d GROUP BY gen, built_ms HAVING w > toDateTime(0) ORDER BY built_ms DESC LIMIT 1`, planID))
 	if err != nil {
 		return nil, fmt.Errorf("read generation: %w", err)
@@ -246,18 +250,30 @@ func currentGeneration(ctx context.Context, conn store.Conn, planID uint64) (*ge
 		return nil, rows.Err()
 	}
 	g := &generation{}
-	if err := rows.Scan(&g.gen, &g.builtMs, &g.watermark); err != nil {
+	var disc string
+	if err := rows.Scan(&g.gen, &g.builtMs, &g.watermark, &disc); err != nil {
 		return nil, fmt.Errorf("scan generation: %w", err)
+	}
+	if disc != "" {
+		if err := json.Unmarshal([]byte(disc), &g.discovered); err != nil {
+			return nil, fmt.Errorf("generation %d: discovered properties %q: %w", g.gen, disc, err)
+		}
 	}
 	return g, rows.Err()
 }
 
 func recordGeneration(ctx context.Context, conn store.Conn, planID uint64, g *generation, passID string) error {
-	b, err := conn.PrepareBatch(ctx, "INSERT INTO analysis_generations (plan, gen, built_ms, watermark, pass_id)")
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO analysis_generations (plan, gen, built_ms, watermark, pass_id, discovered)")
 	if err != nil {
 		return fmt.Errorf("prepare generation: %w", err)
 	}
-	if err := b.Append(planID, g.gen, g.builtMs, g.watermark, passID); err != nil {
+	var disc []byte
+	if len(g.discovered) > 0 {
+		if disc, err = json.Marshal(g.discovered); err != nil {
+			return fmt.Errorf("encode discovered properties: %w", err)
+		}
+	}
+	if err := b.Append(planID, g.gen, g.builtMs, g.watermark, passID, string(disc)); err != nil {
 		return fmt.Errorf("append generation: %w", err)
 	}
 	if err := b.Send(); err != nil {
@@ -270,8 +286,17 @@ func recordGeneration(ctx context.Context, conn store.Conn, planID uint64, g *ge
 // set to, else from the plan's generation, built if there is none (or it is older than
 // RebuildEvery) and otherwise brought up to date with the users touched since its
 // watermark.
+//
+// The plan's discovered properties are chosen (discover) when a pass recomputes
+// everything and when a generation is built; the passes in between keep the
+// generation's, whose values its rows carry. With -rebuild-every 0 (or longer than
+// discoveryRefresh) a generation that old is rebuilt when discovery would choose
+// differently, so a new flag's properties are found within a day.
 func (s *chStore) cells(ctx context.Context, p *plan, ratioPairs [][2]int, passID string) (map[cellKey]*cell, error) {
 	if s.recomputeAll || len(p.measures) == 0 {
+		if err := s.discover(ctx, p); err != nil {
+			return nil, err
+		}
 		return s.recompute(ctx, p, ratioPairs)
 	}
 	planID := p.id(ratioPairs)
@@ -284,6 +309,24 @@ func (s *chStore) cells(ctx context.Context, p *plan, ratioPairs [][2]int, passI
 		return nil, err
 	}
 	rebuild := g == nil || (s.rebuildEvery > 0 && now.Sub(time.UnixMilli(g.builtMs)) >= s.rebuildEvery)
+	switch {
+	case rebuild:
+		if err := s.discover(ctx, p); err != nil {
+			return nil, err
+		}
+	case p.discovery.on() && now.Sub(time.UnixMilli(g.builtMs)) >= discoveryRefresh:
+		if err := s.discover(ctx, p); err != nil {
+			return nil, err
+		}
+		if rebuild = !sameDiscovered(p.discovered, g.discovered); rebuild {
+			s.log.Info("property discovery chose other properties; rebuilding the incremental state", "plan", planID,
+				"was", len(g.discovered), "now", len(p.discovered))
+		} else {
+			p.discovered = g.discovered
+		}
+	default:
+		p.discovered = g.discovered
+	}
 	// One writer at a time: two passes applying the same users' rows would count them
 	// twice until those users are touched again. The scheduled passes already hold a
 	// slot lease; this one also covers `analyzer once` and a pass that outlives its slot.
@@ -367,7 +410,7 @@ func (s *chStore) trimTouchedOn(ctx context.Context, conn store.Conn, now time.T
 func (s *chStore) buildGeneration(ctx context.Context, p *plan, ratioPairs [][2]int, planID uint64, now time.Time, passID string) (*generation, error) {
 	h := fnv.New64a()
 	fmt.Fprintf(h, "%d|%d|%s", planID, now.UnixNano(), s.replica)
-	g := &generation{gen: h.Sum64() >> 1, builtMs: now.UnixMilli(), watermark: time.Unix(0, 0)}
+	g := &generation{gen: h.Sum64() >> 1, builtMs: now.UnixMilli(), watermark: time.Unix(0, 0), discovered: p.discovered}
 	// Recorded with a zero watermark first: a build that dies half-way is known, and
 	// the next build drops its partition.
 	if err := recordGeneration(ctx, s.conn, planID, g, passID); err != nil {
@@ -378,6 +421,11 @@ func (s *chStore) buildGeneration(ctx context.Context, p *plan, ratioPairs [][2]
 		return sh.Exec(ctx, p.contributionsSQL(ratioPairs, g.gen, ""))
 	}); err != nil {
 		return nil, fmt.Errorf("build contributions: %w", err)
+	}
+	if err := s.eachShard(ctx, func(ctx context.Context, sh store.Conn) error {
+		return sh.Exec(ctx, cellSumsSQL(g.gen))
+	}); err != nil {
+		return nil, fmt.Errorf("sum the built contributions into cells: %w", err)
 	}
 	g.watermark = now
 	if err := recordGeneration(ctx, s.conn, planID, g, passID); err != nil {
@@ -413,35 +461,150 @@ func (s *chStore) buildGeneration(ctx context.Context, p *plan, ratioPairs [][2]
 }
 
 // readCells reads generation gen's cells; each cell's summed terms are, per measure, Σx,
-// Σx², Σq, Σq², Σx·q, then each ratio pair's Σx·y (see contributionsSQL).
+// Σx², Σq, Σq², Σx·q, then each ratio pair's Σx·y, then each measure's count of values
+// left out (see contributionsSQL). The terms come back as columns rather than one array
+// per cell: a pass reads tens of thousands of cells, and scanning an array allocates.
 func readCells(ctx context.Context, conn store.Conn, gen uint64, measures, ratios int) (map[cellKey]*cell, error) {
-	rows, err := conn.Query(ctx, fmt.Sprintf(`SELECT flag, variant, seg_prop, seg_value, sumMerge(n_state) AS n, sumForEachMerge(s_state)
-		FROM cell_sums WHERE gen = %d GROUP BY flag, variant, seg_prop, seg_value HAVING n > 0`, gen))
+	terms := 5*measures + ratios + measures
+	cols := make([]string, terms)
+	for i := range cols {
+		cols[i] = fmt.Sprintf("s[%d]", i+1) // 0 past the end, as for a generation with fewer
+	}
+	rows, err := conn.Query(ctx, fmt.Sprintf(`SELECT flag, variant, seg_prop, seg_value, n, %s FROM (
+		SELECT flag, variant, seg_prop, seg_value, sumMerge(n_state) AS n, sumForEachMerge(s_state) AS s
+		FROM cell_sums WHERE gen = %d GROUP BY flag, variant, seg_prop, seg_value HAVING n > 0)`, strings.Join(cols, ", "), gen))
 	if err != nil {
 		return nil, fmt.Errorf("query cells: %w", err)
 	}
 	defer rows.Close()
 	out := map[cellKey]*cell{}
+	vals := make([]float64, terms)
+	var k cellKey
+	var n int64
+	dest := []any{&k.flag, &k.variant, &k.segProp, &k.segValue, &n}
+	for i := range vals {
+		dest = append(dest, &vals[i])
+	}
 	for rows.Next() {
-		var k cellKey
-		var n int64
-		var s []float64
-		if err := rows.Scan(&k.flag, &k.variant, &k.segProp, &k.segValue, &n, &s); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return nil, fmt.Errorf("scan cells: %w", err)
 		}
 		c := &cell{n: uint64(n), m: make([]moments, measures), ratios: make([]float64, ratios), bad: make([]float64, measures)}
 		for i := range c.m {
-			c.m[i] = moments{sum: at(s, 5*i), sumSq: at(s, 5*i+1), pre: at(s, 5*i+2), preSq: at(s, 5*i+3), cross: at(s, 5*i+4)}
+			c.m[i] = moments{sum: vals[5*i], sumSq: vals[5*i+1], pre: vals[5*i+2], preSq: vals[5*i+3], cross: vals[5*i+4]}
 		}
-		for i := range c.ratios {
-			c.ratios[i] = at(s, 5*measures+i)
-		}
-		for i := range c.bad {
-			c.bad[i] = at(s, 5*measures+ratios+i)
-		}
+		copy(c.ratios, vals[5*measures:])
+		copy(c.bad, vals[5*measures+ratios:])
 		out[k] = c
 	}
 	return out, rows.Err()
+}
+
+// discoveryRefresh is how old a generation may get before a pass checks whether property
+// discovery would choose other properties, when rebuilds are rarer than that.
+const discoveryRefresh = 24 * time.Hour
+
+// segmentSetsRE matches the "key":"value" members of a segment property set (the rule
+// of event.SegmentProps and of 0030's column default).
+const segmentSetsRE = `'"(?:[^"\\\\]|\\\\.){1,100}":"(?:[^"\\\\]|\\\\.){0,100}"'`
+
+// discover sets p's discovered properties from flag_segment_sets (preselect), for the
+// flags with discovery on. It reads exposures per (flag, property set), never the
+// per-user state, so it costs a pass little.
+func (s *chStore) discover(ctx context.Context, p *plan) error {
+	p.discovered = nil
+	if !p.discovery.on() {
+		return nil
+	}
+	flags := make([]string, 0, len(p.discovery.caps))
+	for f := range p.discovery.caps {
+		flags = append(flags, f)
+	}
+	sort.Strings(flags)
+	// Per (flag, property, value), exposures: the sets' members joined to the sets'
+	// counts. A set names a property once per place it appears; arrayDistinct keeps a
+	// value counted once per set. On a cluster both tables are per shard (a shard's
+	// exposures feed its own flag_segment_sets and segment_sets), so the query reads
+	// flag_segment_sets_all and joins each shard's rows to that shard's sets; the
+	// initiator merges the sums, and the thresholds below apply to the whole flag, as
+	// on one node. The joined table is named with its database: a shard runs the
+	// query in the database its connection names, which need not be ours.
+	sets := store.QuoteIdent(s.conn.Server().Database) + ".segment_sets"
+	fss := store.AllTable(s.conn, "flag_segment_sets")
+	values := `SELECT flag, k, v, sum(exposures) AS c
+	FROM ` + fss + ` ALL INNER JOIN (
+		SELECT id, substring(kv, 2, position(kv, '":"') - 2) AS k,
+			substring(kv, position(kv, '":"') + 3, length(kv) - position(kv, '":"') - 3) AS v
+		FROM (SELECT id, arrayDistinct(extractAll(any(segments), ` + segmentSetsRE + `)) AS kvs FROM ` + sets + ` GROUP BY id) AS s0
+		ARRAY JOIN kvs AS kv
+	) AS s USING id
+	WHERE flag IN ` + inList(flags) + `
+	GROUP BY flag, k, v`
+	st := setStats{total: map[string]float64{}, byProp: map[string]map[string]float64{}, values: map[string]map[string][]valueCount{}}
+	rows, err := s.conn.Query(ctx, `SELECT flag, k, sum(c) FROM (`+values+`) GROUP BY flag, k
+	UNION ALL SELECT flag, '', sum(exposures) FROM `+fss+` WHERE flag IN `+inList(flags)+` GROUP BY flag`)
+	if err != nil {
+		return fmt.Errorf("query segment properties per flag: %w", err)
+	}
+	for rows.Next() {
+		var flag, k string
+		var n uint64
+		if err := rows.Scan(&flag, &k, &n); err != nil {
+			rows.Close()
+			return fmt.Errorf("scan segment properties per flag: %w", err)
+		}
+		if k == "" {
+			st.total[flag] = float64(n)
+			continue
+		}
+		if st.byProp[flag] == nil {
+			st.byProp[flag] = map[string]float64{}
+		}
+		st.byProp[flag][k] = float64(n)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read segment properties per flag: %w", err)
+	}
+	rows, err = s.conn.Query(ctx, fmt.Sprintf(`SELECT flag, k, v, c FROM (%s) WHERE c >= %d
+	ORDER BY flag, k, c DESC, v LIMIT %d BY flag, k`, values, 2*p.discovery.minUsers, 2*p.discovery.values+1))
+	if err != nil {
+		return fmt.Errorf("query segment values per flag: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var flag, k, v string
+		var n uint64
+		if err := rows.Scan(&flag, &k, &v, &n); err != nil {
+			return fmt.Errorf("scan segment values per flag: %w", err)
+		}
+		// The set keeps the JSON text of a value; the pass compares it with
+		// visitParamExtractString's, unescaped.
+		var plain string
+		if err := json.Unmarshal([]byte(`"`+v+`"`), &plain); err != nil {
+			continue
+		}
+		if st.values[flag] == nil {
+			st.values[flag] = map[string][]valueCount{}
+		}
+		st.values[flag][k] = append(st.values[flag][k], valueCount{plain, float64(n)})
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read segment values per flag: %w", err)
+	}
+	p.discovered = preselect(st, p.discovery, p.segments)
+	return nil
+}
+
+// inList renders xs as the right side of IN: ('a', 'b').
+func inList(xs []string) string {
+	l := store.QuoteList(xs)
+	return "(" + l[1:len(l)-1] + ")"
+}
+
+// sameDiscovered reports whether two plans extract the same discovered properties.
+func sameDiscovered(a, b []discoveredProp) bool {
+	return slices.EqualFunc(a, b, func(x, y discoveredProp) bool { return x.Name == y.Name && slices.Equal(x.Values, y.Values) })
 }
 
 // Lease claims a pass slot (or the incremental state's writer slot) for this replica;

@@ -67,15 +67,31 @@ func pickVariants(f config.Flag, seen []string, cells map[cellKey]*cell, minUser
 	return orderVariants(f.Control, keep), unexpected
 }
 
+// flagResult is one flag's part of a pass before the pass-wide corrections of property
+// discovery.
+type flagResult struct {
+	flag          string
+	rows, cohorts []Row
+	// props are the heterogeneity rows of configured properties.
+	props []Row
+	// families and correlations are decided with every other flag's (discover.go).
+	families     []*family
+	correlations []pendingCorrelation
+}
+
 // evaluateFlag turns one flag's cells into rows: per metric × segment × test variant,
 // then SRM, unexpected variants, divergence, behaviour shift and staleness findings. It
-// also returns the exposure-day cohort rows.
-func (a *Analyzer) evaluateFlag(m *monitor, info *flagInfo, cells map[cellKey]*cell, latched map[string]string, now time.Time) (rows, cohorts []Row) {
+// also returns the exposure-day cohort rows, and leaves its discovered properties' tests
+// to the pass-wide correction.
+func (a *Analyzer) evaluateFlag(m *monitor, info *flagInfo, cells map[cellKey]*cell, latched map[string]string, now time.Time) *flagResult {
 	f := m.flag
 	d := a.Monitors.Defaults
+	res := &flagResult{flag: f.Key}
 	if info == nil {
-		return []Row{{Flag: f.Key, Decision: alert.InsufficientData, Reason: "no exposures yet"}}, nil
+		res.rows = []Row{{Flag: f.Key, Decision: alert.InsufficientData, Reason: "no exposures yet"}}
+		return res
 	}
+	var rows []Row
 	var flagUsers uint64
 	for _, v := range append(slices.Clone(m.variants), m.unexpected...) {
 		if c := cells[cellKey{f.Key, v, "", ""}]; c != nil {
@@ -104,21 +120,12 @@ func (a *Analyzer) evaluateFlag(m *monitor, info *flagInfo, cells map[cellKey]*c
 		if len(m.variants) == 0 {
 			reason = "no variant with users yet"
 		}
-		return append(rows, Row{Flag: f.Key, Decision: alert.InsufficientData, Reason: reason}), nil
+		res.rows = append(rows, Row{Flag: f.Key, Decision: alert.InsufficientData, Reason: reason})
+		return res
 	}
 	young := now.Sub(time.UnixMilli(info.firstMs)) < d.MinDuration
-	props := map[string][]string{}
-	for k := range cells {
-		if k.flag == f.Key && k.segProp != "" && slices.Contains(f.Segments, k.segProp) && !slices.Contains(props[k.segProp], k.segValue) {
-			props[k.segProp] = append(props[k.segProp], k.segValue)
-		}
-	}
-	propNames := make([]string, 0, len(props))
-	for p, vs := range props {
-		sort.Strings(vs)
-		propNames = append(propNames, p)
-	}
-	sort.Strings(propNames)
+	props := a.properties(m, cells)
+	tried := len(props)
 	var srmDone bool
 	for _, mp := range m.metrics {
 		total, out, err := a.verdict(m, mp, cells, "", "")
@@ -133,29 +140,56 @@ func (a *Analyzer) evaluateFlag(m *monitor, info *flagInfo, cells map[cellKey]*c
 					Reason: fmt.Sprintf("sample ratio mismatch: users per variant %s against the configured split %v (χ² p = %.2g < 0.001); check your flag-evaluation code", usersOf(m, cells), f.ExpectedSplit(m.variants), out.SRMP)})
 			}
 		}
-		rows = append(rows, a.rowsOf(mp, nil, out, latched, young, m, cells)...)
-		for _, prop := range propNames {
+		totals := a.rowsOf(mp, nil, out, latched, young, m, cells)
+		for i := range totals {
+			totals[i].PropertiesTried = tried
+		}
+		rows = append(rows, totals...)
+		for _, p := range props {
 			var segRows []Row
-			for _, v := range props[prop] {
-				_, so, err := a.verdict(m, mp, cells, prop, v)
+			for _, v := range p.values {
+				_, so, err := a.verdict(m, mp, cells, p.name, v)
 				if err != nil {
 					continue // a segment value without users in every arm says nothing
 				}
 				val := v
-				segRows = append(segRows, a.rowsOf(mp, &Segment{Property: prop, Value: &val}, so, latched, young, m, cells)...)
+				segRows = append(segRows, a.rowsOf(mp, &Segment{Property: p.name, Value: &val}, so, latched, young, m, cells)...)
 			}
 			correctSegments(segRows, d.Alpha)
-			rows = append(rows, segRows...)
-			if div := divergence(f.Key, mp.cfg.Name, prop, out, segRows, d.Alpha); div != nil {
-				rows = append(rows, *div)
+			res.correlations = append(res.correlations, a.correlations(m, mp, p, cells, tried)...)
+			if !p.discovered {
+				rows = append(rows, segRows...)
+				for _, t := range out.Results {
+					res.props = append(res.props, configuredHeterogeneity(f.Key, mp.cfg.Name, p.name, t, out, segRows, tried))
+				}
+				if div := divergence(f.Key, mp.cfg.Name, p.name, out, segRows, d.Alpha); div != nil && !young {
+					div.PropertiesTried = tried
+					rows = append(rows, *div)
+				}
+				continue
+			}
+			for _, t := range out.Results {
+				var mine []Row
+				for _, r := range segRows {
+					if r.Variant == t.Variant {
+						r.Discovered, r.PropertiesTried = true, tried
+						mine = append(mine, r)
+					}
+				}
+				if len(mine) == 0 {
+					continue
+				}
+				res.families = append(res.families, &family{flag: f.Key, metric: mp.cfg.Name, variant: t.Variant, prop: p.name,
+					tried: tried, het: hetOf(mine), rows: mine, total: t, totalOut: out, young: young})
 			}
 		}
 	}
 	for _, mp := range m.metrics {
 		sh, co := a.shifts(m, mp, cells)
 		rows = append(rows, sh...)
-		cohorts = append(cohorts, co...)
+		res.cohorts = append(res.cohorts, co...)
 	}
+	rows = append(rows, a.segmentShifts(m, props, cells, tried)...)
 	if staleFor := now.Sub(time.UnixMilli(info.lastMs)); info.lastMs > 0 && staleFor > d.StaleAfter {
 		rows = append(rows, Row{Flag: f.Key, Decision: alert.Stale,
 			Reason: fmt.Sprintf("no exposures for %s (last at %s; grace %s)", staleFor.Round(time.Minute), time.UnixMilli(info.lastMs).UTC().Format(time.RFC3339), d.StaleAfter)})
@@ -167,7 +201,8 @@ func (a *Analyzer) evaluateFlag(m *monitor, info *flagInfo, cells map[cellKey]*c
 			}
 		}
 	}
-	return rows, cohorts
+	res.rows = rows
+	return res
 }
 
 func usersOf(m *monitor, cells map[cellKey]*cell) string {
@@ -373,8 +408,8 @@ const minShiftPoints = 5
 // arrives). It also returns each cohort's row, the series itself.
 func (a *Analyzer) shifts(m *monitor, mp metricPlan, cells map[cellKey]*cell) (rows, cohorts []Row) {
 	var days []string
-	for k := range cells {
-		if k.flag == m.flag.Key && k.segProp == ExposureDay && k.variant == m.variants[0] {
+	for _, k := range m.keys {
+		if k.segProp == ExposureDay && k.variant == m.variants[0] {
 			days = append(days, k.segValue)
 		}
 	}

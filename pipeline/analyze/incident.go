@@ -216,7 +216,9 @@ func (a *Analyzer) incidentAlert(flag string, m *monitor, fs []alert.Finding, ro
 // finding describes one row for people: severity, a one-sentence summary and the numbers
 // that exist for it.
 func (a *Analyzer) finding(r Row, m *monitor, rows []Row) alert.Finding {
-	f := alert.Finding{Metric: r.Metric, Segment: r.Segment, Variant: r.Variant, Decision: r.Decision, Reason: r.Reason}
+	f := alert.Finding{Metric: r.Metric, Segment: r.Segment, Variant: r.Variant, Decision: r.Decision, Reason: r.Reason,
+		Discovered: r.Discovered}
+	f.Numbers.PropertiesTried = r.PropertiesTried
 	f.DedupKey = alert.DedupKey(r.Flag, r.Metric, r.Segment, r.Decision)
 	if r.Variant != "" {
 		f.DedupKey += "|" + r.Variant
@@ -260,7 +262,7 @@ func (a *Analyzer) finding(r Row, m *monitor, rows []Row) alert.Finding {
 		f.Summary = fmt.Sprintf("%s breaks the %s guardrail%s: %s %s", r.Flag, r.Metric, where, pct(r.Lift), interval(r.CI))
 	case alert.Loss:
 		f.Severity = alert.Warning
-		if hasRollback {
+		if hasRollback && !r.Discovered { // a property the analyzer found never rolls back
 			f.Severity = alert.Critical
 		}
 		f.Summary = fmt.Sprintf("%s %s %s%s: %s %s", r.Flag, moves(r.Lift), r.Metric, where, pct(r.Lift), interval(r.CI))
@@ -283,6 +285,10 @@ func (a *Analyzer) finding(r Row, m *monitor, rows []Row) alert.Finding {
 	case alert.BehaviourShift:
 		f.Severity = alert.Info
 		f.Summary = fmt.Sprintf("%s: the effect on %s changed for later cohorts (now %s)", r.Flag, r.Metric, pct(r.Lift))
+		if r.Segment != nil && r.Segment.Value != nil {
+			f.Summary = fmt.Sprintf("%s: the effect on %s changed for later cohorts in %s = %s (now %s)", r.Flag, r.Metric,
+				PropertyName(r.Segment.Property), *r.Segment.Value, pct(r.Lift))
+		}
 	default:
 		f.Severity = alert.Info
 		f.Summary = fmt.Sprintf("%s: %s on %s", r.Flag, strings.ReplaceAll(r.Decision, "_", " "), r.Metric)
@@ -334,8 +340,9 @@ func PropertyName(p string) string {
 	return p
 }
 
-// divergenceSummary is the headline of a divergence: "new-checkout splits by country on
-// purchase conversion: US +32%, IN +36%, GB −67%; total +5% (inconclusive)".
+// divergenceSummary is the headline of a divergence: "the effect of new-checkout on
+// purchase conversion differs by country: US +40% [+21%, +62%], IN +36% […], GB −67%
+// […]; the total is flat (+1.2%)", and for a discovered property how many were tried.
 func divergenceSummary(r Row, segs []alert.SegmentEffect) string {
 	byLift := slices.Clone(segs)
 	sort.SliceStable(byLift, func(i, j int) bool { return byLift[i].Lift > byLift[j].Lift })
@@ -343,22 +350,28 @@ func divergenceSummary(r Row, segs []alert.SegmentEffect) string {
 	for i, s := range byLift {
 		if i == 5 && len(byLift) > 6 {
 			last := byLift[len(byLift)-1]
-			parts = append(parts, fmt.Sprintf("… %s %s", last.Value, pct(last.Lift)))
+			parts = append(parts, fmt.Sprintf("… %s %s %s", last.Value, pct(last.Lift), interval(last.CI)))
 			break
 		}
-		parts = append(parts, s.Value+" "+pct(s.Lift))
+		parts = append(parts, s.Value+" "+pct(s.Lift)+" "+interval(s.CI))
 	}
-	return fmt.Sprintf("%s splits by %s on %s: %s; total %s (inconclusive)", r.Flag, PropertyName(r.Segment.Property), r.Metric,
-		strings.Join(parts, ", "), pct(r.Lift))
+	s := fmt.Sprintf("the effect of %s on %s differs by %s: %s; the total is flat (%s)", r.Flag, r.Metric,
+		PropertyName(r.Segment.Property), strings.Join(parts, ", "), pct(r.Lift))
+	if r.Discovered {
+		s += fmt.Sprintf("; found by property discovery (%d properties tried)", r.PropertiesTried)
+	}
+	return s
 }
 
 // segmentsOf lists the segment effects behind a total row (every property, worst first,
-// at most 8) or a divergence (that property's values).
+// at most 8: of discovered properties only the values with a decision of their own) or
+// a divergence (that property's values).
 func segmentsOf(rows []Row, total Row, prop string) []alert.SegmentEffect {
 	var out []alert.SegmentEffect
 	for _, r := range rows {
 		if r.Segment == nil || r.Segment.Value == nil || r.Flag != total.Flag || r.Metric != total.Metric || r.Variant != total.Variant ||
-			(prop != "" && r.Segment.Property != prop) || r.Segment.Property == ExposureDay {
+			(prop != "" && r.Segment.Property != prop) || r.Segment.Property == ExposureDay || r.Decision == alert.BehaviourShift ||
+			(prop == "" && r.Discovered && r.Decision != alert.Win && r.Decision != alert.Loss) {
 			continue
 		}
 		out = append(out, alert.SegmentEffect{Property: r.Segment.Property, Value: *r.Segment.Value, N: r.N,
@@ -477,6 +490,9 @@ func recommend(fs []alert.Finding, rows []Row, flag string) string {
 		return "Ship it"
 	}
 	if f := has(alert.BehaviourShift); f != nil {
+		if f.Segment != nil && f.Segment.Value != nil {
+			return fmt.Sprintf("Look at recent cohorts in %s before deciding: the effect changed over time there", *f.Segment.Value)
+		}
 		return "Look at recent cohorts before deciding: the effect changed over time"
 	}
 	if has(alert.Stale) != nil {

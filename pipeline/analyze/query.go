@@ -30,8 +30,14 @@ func (m measure) key() string {
 type plan struct {
 	measures []measure
 	index    map[string]int
+	// segments are the configured segment properties (and ExposureDay): every value
+	// gets its cells.
 	segments []string
-	pre      time.Duration
+	// discovered are the properties extracted for property discovery (discover.go):
+	// chosen when a generation is built, from discovery's settings.
+	discovered []discoveredProp
+	discovery  discovery
+	pre        time.Duration
 }
 
 func newPlan(pre time.Duration) *plan { return &plan{index: map[string]int{}, pre: pre} }
@@ -199,18 +205,25 @@ func (p *plan) pairs(ratioPairs [][2]int, touched string) pairsSQL {
 	}
 
 	// Segment value columns of the assignment side: the exposure day from the first
-	// exposure, every other segment from the (flag, user)'s segment property set.
+	// exposure, every other segment from the (flag, user)'s segment property set — a
+	// discovered property with its rare values folded into otherValue, so its cells
+	// stay few.
 	var segCols, setCols, segNames []string
 	segs := []string{"('', '')"}
-	for i, s := range p.segments {
+	for _, t := range p.segmentTuples() {
+		segs = append(segs, "("+t[0]+", "+t[1]+")")
+	}
+	for i, s := range p.columns() {
 		if s == ExposureDay {
 			// A Date groups faster than its string; the few grouped rows convert it.
 			segCols = append(segCols, fmt.Sprintf("toDate(toDateTime(intDiv(a_first, 1000))) AS a_s%d", i))
-			segs = append(segs, fmt.Sprintf("(%s, toString(a_s%d))", quote(s), i))
 		} else {
 			segCols = append(segCols, fmt.Sprintf("a_s%d", i))
-			setCols = append(setCols, fmt.Sprintf("visitParamExtractString(segments, %s) AS a_s%d", quote(s), i))
-			segs = append(segs, fmt.Sprintf("(%s, a_s%d)", quote(s), i))
+			x := fmt.Sprintf("visitParamExtractString(segments, %s)", quote(s))
+			if i >= len(p.segments) {
+				x = p.discovered[i-len(p.segments)].fold(x)
+			}
+			setCols = append(setCols, fmt.Sprintf("%s AS a_s%d", x, i))
 		}
 		segNames = append(segNames, fmt.Sprintf("a_s%d", i))
 	}
@@ -256,6 +269,48 @@ func (p *plan) pairs(ratioPairs [][2]int, touched string) pairsSQL {
 	b.WriteString(strings.Join(branches, "\n  UNION ALL\n"))
 	b.WriteString("\n  ) GROUP BY u_id\n) AS u USING u_id")
 	return pairsSQL{sql: b.String(), keys: keys, segTuples: segs}
+}
+
+// columns are the segment value columns of the pass query, a_s0… in order: the
+// configured segments (with ExposureDay), then the discovered properties.
+func (p *plan) columns() []string {
+	out := slices.Clone(p.segments)
+	for _, d := range p.discovered {
+		out = append(out, d.Name)
+	}
+	return out
+}
+
+// crossPrefix starts the property of an exposure-day cohort of one segment value: the
+// cell (flag, variant, "$exposure_day/plan", "2026-10-05/enterprise") holds the users
+// with plan = enterprise first exposed on 5 October — the series the behaviour-shift
+// detector watches per segment value.
+const crossPrefix = ExposureDay + "/"
+
+// crossKey is the cell key of value's exposure-day cohort of day.
+func crossKey(flag, variant, prop, value, day string) cellKey {
+	return cellKey{flag, variant, crossPrefix + prop, day + "/" + value}
+}
+
+// segmentTuples are the (property, value) pairs, as SQL, that a (flag, user) row adds
+// to its cells besides the whole flag: each segment's value, and each value's
+// exposure-day cohort (crossKey). An empty value adds nothing.
+func (p *plan) segmentTuples() [][2]string {
+	cols := p.columns()
+	day := slices.Index(cols, ExposureDay)
+	var out, crosses [][2]string
+	for i, s := range cols {
+		if s == ExposureDay {
+			out = append(out, [2]string{quote(s), fmt.Sprintf("toString(a_s%d)", i)})
+			continue
+		}
+		out = append(out, [2]string{quote(s), fmt.Sprintf("a_s%d", i)})
+		if day >= 0 {
+			crosses = append(crosses, [2]string{quote(crossPrefix + s),
+				fmt.Sprintf("if(a_s%d = '', '', concat(toString(a_s%d), '/', a_s%d))", i, day, i)})
+		}
+	}
+	return append(out, crosses...)
 }
 
 // groupedSQL is the pass query that computes every cell from scratch. Shape (every name unique, because 18.16 does

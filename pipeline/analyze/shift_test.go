@@ -64,6 +64,11 @@ flags:
 			found = &pass.Rows[i]
 		}
 	}
+	for _, r := range pass.Rows {
+		if r.Decision == alert.BehaviourShift {
+			t.Log(r.Segment, r.Reason)
+		}
+	}
 	require.NotNil(t, found, "planted shift from day 6 detected")
 	require.Equal(t, analyze.ExposureDay, found.Segment.Property)
 	require.Contains(t, found.Reason, "rose")

@@ -83,6 +83,19 @@ type Defaults struct {
 	StaleAfter time.Duration `yaml:"stale_after"`
 	// Segments are the properties every flag is split by when it declares none.
 	Segments []string `yaml:"segments"`
+	// AutoSegments turns property discovery on for every flag that does not say
+	// otherwise: besides its configured segments, each flag is analysed by the
+	// properties of its users' first exposures that qualify (SPEC §10).
+	AutoSegments bool `yaml:"auto_segments"`
+	// AutoSegmentsMax is the most discovered properties analysed per flag, the ones
+	// covering most of its users first.
+	AutoSegmentsMax int `yaml:"auto_segments_max"`
+	// AutoSegmentsValues is the most values a discovered property may have (values with
+	// fewer than MinUsersPerVariant users in a variant are folded into one "(other)").
+	AutoSegmentsValues int `yaml:"auto_segments_values"`
+	// AutoSegmentsCoverage is the least share of a flag's users a discovered property
+	// must be set for.
+	AutoSegmentsCoverage float64 `yaml:"auto_segments_coverage"`
 	// ExposeUsers lets flagwatch list the users behind a result (SPEC §12); off by
 	// default, because the list names people.
 	ExposeUsers bool `yaml:"expose_users"`
@@ -100,6 +113,10 @@ type Flag struct {
 	// Split is the expected traffic split, in file order; empty means equal shares.
 	Split    Split    `yaml:"split"`
 	Segments []string `yaml:"segments"`
+	// AutoSegments and AutoSegmentsMax override the defaults of property discovery
+	// for this flag.
+	AutoSegments    bool `yaml:"auto_segments"`
+	AutoSegmentsMax int  `yaml:"auto_segments_max"`
 	// Metrics are the core metrics, then the template's, then the flag's own; a metric
 	// with the name of an earlier one replaces it in place.
 	Metrics      []Metric  `yaml:"metrics"`
@@ -195,6 +212,11 @@ var DefaultDefaults = Defaults{
 	Window:             7 * day,
 	Lateness:           24 * time.Hour,
 	StaleAfter:         24 * time.Hour,
+
+	AutoSegments:         true,
+	AutoSegmentsMax:      20,
+	AutoSegmentsValues:   50,
+	AutoSegmentsCoverage: 0.2,
 }
 
 // DefaultCoreMetrics are the core metrics when the file has no core_metrics key
@@ -321,6 +343,10 @@ func (d *Defaults) fill(has func(string) bool) {
 	setIf(absent("window"), &d.Window, def.Window)
 	setIf(absent("lateness"), &d.Lateness, def.Lateness)
 	setIf(absent("stale_after"), &d.StaleAfter, def.StaleAfter)
+	setIf(absent("auto_segments"), &d.AutoSegments, def.AutoSegments)
+	setIf(absent("auto_segments_max"), &d.AutoSegmentsMax, def.AutoSegmentsMax)
+	setIf(absent("auto_segments_values"), &d.AutoSegmentsValues, def.AutoSegmentsValues)
+	setIf(absent("auto_segments_coverage"), &d.AutoSegmentsCoverage, def.AutoSegmentsCoverage)
 }
 
 func setIf[T any](cond bool, dst *T, v T) {
@@ -339,6 +365,8 @@ func (f *Flag) fill(has func(string) bool, path string, def Defaults) {
 	if !has(path + ".slack_channel") {
 		f.SlackChannel = def.SlackChannel
 	}
+	setIf(!has(path+".auto_segments"), &f.AutoSegments, def.AutoSegments)
+	setIf(!has(path+".auto_segments_max"), &f.AutoSegmentsMax, def.AutoSegmentsMax)
 	if !has(path + ".expose_users") {
 		f.ExposeUsers = def.ExposeUsers
 	}
@@ -418,13 +446,15 @@ func (m *Monitors) ForFlag(key string, variants []string) Flag {
 		return f
 	}
 	return Flag{
-		Key:           key,
-		Control:       pickControl(sorted(variants)),
-		Segments:      m.Defaults.Segments,
-		Metrics:       m.CoreMetrics,
-		SlackChannel:  m.Defaults.SlackChannel,
-		ExposeUsers:   m.Defaults.ExposeUsers,
-		RecordingsURL: m.Defaults.RecordingsURL,
+		Key:             key,
+		Control:         pickControl(sorted(variants)),
+		Segments:        m.Defaults.Segments,
+		AutoSegments:    m.Defaults.AutoSegments,
+		AutoSegmentsMax: m.Defaults.AutoSegmentsMax,
+		Metrics:         m.CoreMetrics,
+		SlackChannel:    m.Defaults.SlackChannel,
+		ExposeUsers:     m.Defaults.ExposeUsers,
+		RecordingsURL:   m.Defaults.RecordingsURL,
 	}
 }
 

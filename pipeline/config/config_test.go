@@ -50,6 +50,11 @@ testdata/many_errors.yaml:15: flags[1].key: duplicate flag "new-checkout" (first
 testdata/many_errors.yaml:16: flags[1]: unknown key "slack_chanel" (did you mean "slack_channel"?)
 testdata/many_errors.yaml:17: flags[1].split: want a mapping of variant to share, got "50/50"
 testdata/many_errors.yaml:18: flags[1]: unknown key "owner"`,
+		"bad_auto_segments.yaml": `testdata/bad_auto_segments.yaml:2: defaults.auto_segments_max: must be >= 1, got 0 (auto_segments: false turns discovery off)
+testdata/bad_auto_segments.yaml:3: defaults.auto_segments_values: must be >= 2 (a property with one value splits nothing), got 1
+testdata/bad_auto_segments.yaml:4: defaults.auto_segments_coverage: must be a share in (0, 1], got 1.5
+testdata/bad_auto_segments.yaml:7: flags[0].auto_segments: want true or false, got "maybe"
+testdata/bad_auto_segments.yaml:8: flags[0].auto_segments_max: must be >= 1, got -2 (auto_segments: false turns discovery off)`,
 		"bad_recordings_url.yaml": `testdata/bad_recordings_url.yaml:2: defaults.recordings_url: unknown placeholder {project_id} (want {session_id} or {distinct_id}; write the rest, such as the project id, into the URL itself)
 testdata/bad_recordings_url.yaml:5: flags[0].recordings_url: want an http or https URL, got "us.posthog.com/replay/{session_id}"
 testdata/bad_recordings_url.yaml:7: flags[1].recordings_url: has no {session_id} or {distinct_id}: every link would be the same`,
@@ -99,10 +104,12 @@ func TestLoadSpecExample(t *testing.T) {
 	require.Equal(t, []Metric{pageviews}, m.CoreMetrics)
 	require.Equal(t, "testdata/spec.yaml", m.File)
 	require.Equal(t, []Flag{{
-		Key:      "new-checkout",
-		Control:  "control",
-		Split:    Split{{"control", 0.5}, {"test", 0.5}},
-		Segments: []string{"$geoip_country_code", "plan"},
+		Key:             "new-checkout",
+		Control:         "control",
+		Split:           Split{{"control", 0.5}, {"test", 0.5}},
+		Segments:        []string{"$geoip_country_code", "plan"},
+		AutoSegments:    true,
+		AutoSegmentsMax: 20,
 		Metrics: []Metric{
 			pageviews,
 			{Name: "purchase conversion", Kind: Conversion, Event: "purchase", Window: week, Goal: Increase},
@@ -155,6 +162,33 @@ flags:
 	b := m.Flags[1]
 	require.Empty(t, b.Segments)
 	require.Equal(t, "#b", b.SlackChannel)
+}
+
+// Property discovery is on by default; defaults and each flag can turn it off or
+// cap it, and a flag seen only in exposures takes the defaults.
+func TestAutoSegmentsDefaultsAndOverrides(t *testing.T) {
+	m, err := Parse([]byte(`
+defaults: {auto_segments: false, auto_segments_max: 5}
+flags:
+  - key: a
+  - key: b
+    auto_segments: true
+    auto_segments_max: 3
+`), "f.yaml")
+	require.NoError(t, err)
+	require.False(t, m.Flags[0].AutoSegments)
+	require.Equal(t, 5, m.Flags[0].AutoSegmentsMax)
+	require.True(t, m.Flags[1].AutoSegments)
+	require.Equal(t, 3, m.Flags[1].AutoSegmentsMax)
+	require.False(t, m.ForFlag("undeclared", nil).AutoSegments)
+	require.Equal(t, 50, m.Defaults.AutoSegmentsValues)
+	require.Equal(t, 0.2, m.Defaults.AutoSegmentsCoverage)
+
+	m, err = Parse(nil, "")
+	require.NoError(t, err)
+	f := m.ForFlag("undeclared", nil)
+	require.True(t, f.AutoSegments, "on by default (SPEC §10)")
+	require.Equal(t, 20, f.AutoSegmentsMax)
 }
 
 // expose_users and recordings_url: off and empty by default, inherited from defaults by

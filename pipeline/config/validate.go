@@ -66,7 +66,20 @@ func (d *decoder) checkDefaults(df *Defaults) {
 	d.checkPositive(p+".window", df.Window)
 	d.checkPositive(p+".stale_after", df.StaleAfter)
 	d.checkSegments(df.Segments, p+".segments")
+	d.checkAutoSegmentsMax(p+".auto_segments_max", df.AutoSegmentsMax)
+	if df.AutoSegmentsValues < 2 {
+		d.invalid(p+".auto_segments_values", "must be >= 2 (a property with one value splits nothing), got %d", df.AutoSegmentsValues)
+	}
+	if !(df.AutoSegmentsCoverage > 0 && df.AutoSegmentsCoverage <= 1) {
+		d.invalid(p+".auto_segments_coverage", "must be a share in (0, 1], got %g", df.AutoSegmentsCoverage)
+	}
 	d.checkRecordingsURL(p+".recordings_url", df.RecordingsURL)
+}
+
+func (d *decoder) checkAutoSegmentsMax(path string, n int) {
+	if n < 1 {
+		d.invalid(path, "must be >= 1, got %d (auto_segments: false turns discovery off)", n)
+	}
 }
 
 func (d *decoder) checkPositive(path string, v time.Duration) {
@@ -116,6 +129,7 @@ func (d *decoder) checkFlag(f *Flag, path string) {
 	}
 	d.checkSplit(f, path)
 	d.checkSegments(f.Segments, path+".segments")
+	d.checkAutoSegmentsMax(path+".auto_segments_max", f.AutoSegmentsMax)
 	d.checkMetrics(f.Metrics, path+".metrics")
 	if f.Rollback != nil {
 		d.checkRollback(f.Rollback, path+".rollback")

@@ -74,13 +74,15 @@ type Source interface {
 // ClickHouse reads analysis_results (written by the analyzer).
 type ClickHouse struct{ Conn store.Conn }
 
-// Results implements Source.
+// Results implements Source. The analyzer's exposure-day cohorts and its property
+// analysis rows (decisions heterogeneity and correlation) are not results of their own
+// and are left out.
 func (s ClickHouse) Results(ctx context.Context, at time.Time) ([]Row, error) {
 	hi, lo := strconv.FormatInt(at.Unix(), 10), strconv.FormatInt(at.Add(-7*24*time.Hour).Unix(), 10)
 	rows, err := s.Conn.Query(ctx, `SELECT pass_time, flag, metric, segment_property, segment_value, variant,
     n, control_n, mean, control_mean, lift, ci_low, ci_high, p, chance_to_win, decision, reason
 FROM analysis_results
-WHERE segment_property != '$exposure_day' AND (flag, pass_time) IN (
+WHERE segment_property != '$exposure_day' AND decision NOT IN ('heterogeneity', 'correlation') AND (flag, pass_time) IN (
     SELECT flag, max(pass_time) FROM analysis_results
     WHERE pass_time <= toDateTime(`+hi+`) AND pass_time > toDateTime(`+lo+`) GROUP BY flag)
 ORDER BY flag, metric, segment_property, segment_value, variant`)

@@ -90,9 +90,9 @@ func BenchmarkIngest(b *testing.B) {
 	run := func(label string, join, stats bool) ingestResult {
 		dsn, conn := chtest.NewDB(b, ch.DSN)
 		if !join {
-			// Every view: the assignment state, segment sets, flag activity and the
+			// Every view: the assignment state, segment sets (and their counts per flag), flag activity and the
 			// touched users of incremental passes are all the join's work at insert.
-			for _, mv := range []string{"assignment_state_mv", "segment_sets_mv", "flag_activity_mv", "touched_events_mv", "touched_exposures_mv"} {
+			for _, mv := range []string{"assignment_state_mv", "segment_sets_mv", "flag_activity_mv", "touched_events_mv", "touched_exposures_mv", "flag_segment_sets_mv"} {
 				mustExec(b, conn, "DROP TABLE "+mv)
 			}
 		}

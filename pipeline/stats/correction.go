@@ -83,3 +83,41 @@ func AdjustBH(p []float64) []float64 {
 	}
 	return out
 }
+
+// Selective is the outcome of testing many families of hypotheses and, within
+// the families selected, their members (Benjamini & Bogomolov 2014).
+type Selective struct {
+	// Selected marks the families whose p-value survives Benjamini–Hochberg at q.
+	Selected []bool
+	// FamilyAdjusted are the families' BH-adjusted p-values.
+	FamilyAdjusted []float64
+	// Level is the level q·R/m at which members of a selected family are tested
+	// (with BH within the family): R families selected out of m. 0 when none is.
+	Level float64
+}
+
+// SelectFamilies selects families by Benjamini–Hochberg on their p-values at
+// level q, and returns the level at which each selected family's own members
+// are then to be tested, q·R/m. Benjamini & Bogomolov (2014, "Selective
+// inference on multiple families of hypotheses", JRSS B 76(1)) show that
+// testing within each selected family with BH at q·R/m controls the expected
+// average false discovery rate over the selected families at q, for
+// independent families; the family p-value may be any valid test of the
+// family's global null (the analyzer uses Cochran's Q: "the effect does not
+// differ across the values of this property"). The same q·R/m is the level of
+// Benjamini & Yekutieli's (2005) false-coverage-rate-adjusted intervals for
+// the R selected parameters.
+func SelectFamilies(familyP []float64, q float64) Selective {
+	s := Selective{Selected: make([]bool, len(familyP)), FamilyAdjusted: AdjustBH(familyP)}
+	r := 0
+	for i, p := range s.FamilyAdjusted {
+		if p < q {
+			s.Selected[i] = true
+			r++
+		}
+	}
+	if len(familyP) > 0 {
+		s.Level = q * float64(r) / float64(len(familyP))
+	}
+	return s
+}

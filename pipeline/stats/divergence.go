@@ -72,11 +72,8 @@ func Divergence(totalP float64, segments []SegmentEffect, alpha float64) Diverge
 		r.Reason = "fewer than 2 segments with a defined lift"
 		return r
 	}
-	r.Q, r.DF = cochranQ(seg)
-	r.QP = distuv.ChiSquared{K: float64(r.DF)}.Survival(r.Q)
-	if r.Q > 0 {
-		r.I2 = math.Max(0, (r.Q-float64(r.DF))/r.Q)
-	}
+	h := Heterogeneity(seg)
+	r.Q, r.DF, r.QP, r.I2 = h.Q, h.DF, h.P, h.I2
 	ps := make([]float64, len(seg))
 	for i, s := range seg {
 		ps[i] = s.P
@@ -94,6 +91,39 @@ func Divergence(totalP float64, segments []SegmentEffect, alpha float64) Diverge
 	r.Diverges = totalP >= alpha && r.QP < alpha && len(r.Up) > 0 && len(r.Down) > 0
 	r.Reason = r.describe(totalP)
 	return r
+}
+
+// HeterogeneityResult is Cochran's Q test that segment effects share one value.
+type HeterogeneityResult struct {
+	Q  float64 // Σ wᵢ(liftᵢ − l̄)², wᵢ = 1/SEᵢ², l̄ the w-weighted mean lift
+	DF int     // segments − 1
+	P  float64 // P(χ²(DF) ≥ Q); 1 when fewer than 2 segments
+	// I2 is Higgins' I² = max(0, (Q − DF)/Q): the share of the variation between
+	// segments that is real rather than noise.
+	I2 float64
+}
+
+// Heterogeneity is Cochran's (1954) Q test of the segment lifts against their
+// inverse-variance-weighted mean, with Higgins & Thompson's (2002) I². Under
+// homogeneity, with known SEs, Q is χ² with k−1 degrees of freedom. Segments
+// with a non-positive or non-finite SE, or a NaN lift, carry no information and
+// are left out; with fewer than 2 left the test is undefined and P is 1.
+func Heterogeneity(segments []SegmentEffect) HeterogeneityResult {
+	var seg []SegmentEffect
+	for _, s := range segments {
+		if s.SE > 0 && !math.IsInf(s.SE, 0) && !math.IsNaN(s.Lift) && !math.IsInf(s.Lift, 0) {
+			seg = append(seg, s)
+		}
+	}
+	if len(seg) < 2 {
+		return HeterogeneityResult{P: 1, DF: max(len(seg)-1, 0)}
+	}
+	q, df := cochranQ(seg)
+	h := HeterogeneityResult{Q: q, DF: df, P: distuv.ChiSquared{K: float64(df)}.Survival(q)}
+	if q > 0 {
+		h.I2 = math.Max(0, (q-float64(df))/q)
+	}
+	return h
 }
 
 // cochranQ is Σ wᵢ(yᵢ − ȳ)² with wᵢ = 1/SEᵢ² and ȳ the w-weighted mean.

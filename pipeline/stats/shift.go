@@ -145,3 +145,36 @@ func CUSUMARL(k, h, delta float64) float64 {
 	}
 	return (math.Exp(-2*d*b) + 2*d*b - 1) / (2 * d * d)
 }
+
+// CUSUMThreshold is the decision threshold h at which a two-sided CUSUM with
+// reference value k has the in-control average run length arl0, by Siegmund's
+// approximation (the inverse of CUSUMARL(k, h, 0)/2, found by bisection: the
+// ARL grows monotonically with h). A family of S independent series watched
+// together has about 1/S of each series' ARL before its first false alarm, so
+// giving each series the threshold for S·arl0 keeps the whole family's false
+// alarms at one per arl0 periods — how the analyzer watches the exposure-day
+// cohorts of every segment value of a flag without raising more false alarms
+// than it does for the flag's single total series. It returns 0 when arl0 is
+// not above the ARL of h = 0.
+func CUSUMThreshold(k, arl0 float64) float64 {
+	arl := func(h float64) float64 { return CUSUMARL(k, h, 0) / 2 }
+	if !(arl0 > arl(0)) || math.IsInf(arl0, 0) {
+		return 0
+	}
+	lo, hi := 0.0, 1.0
+	for arl(hi) < arl0 {
+		lo, hi = hi, 2*hi
+	}
+	for range 100 {
+		mid := (lo + hi) / 2
+		if arl(mid) < arl0 {
+			lo = mid
+		} else {
+			hi = mid
+		}
+		if hi-lo < 1e-9 {
+			break
+		}
+	}
+	return (lo + hi) / 2
+}

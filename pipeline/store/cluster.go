@@ -45,9 +45,12 @@ var shardedTables = map[string]string{
 	"assignment_state": "uh",
 	"segment_sets":     "id",
 	"flag_activity":    "cityHash64(flag)",
-	"touched_users":    "uh",
-	"contributions":    "uh",
-	"cell_sums":        "cityHash64(flag)",
+	// flag_segment_sets counts a shard's exposures per (flag, set), so that property
+	// discovery joins it to the same shard's segment_sets.
+	"flag_segment_sets": "cityHash64(flag)",
+	"touched_users":     "uh",
+	"contributions":     "uh",
+	"cell_sums":         "cityHash64(flag)",
 }
 
 // Sharded reports whether table is split across shards in cluster mode.

@@ -500,8 +500,8 @@ func WriteCSV(w io.Writer, rows []Result) error {
 		return "0"
 	}
 	for _, x := range rows {
-		if x.SegmentProperty == ExposureDay {
-			continue // the behaviour-shift chart's series, not a result of the pass
+		if x.SegmentProperty == ExposureDay || isPropertyAnalysis(x) {
+			continue // the behaviour-shift chart's series and the property analysis, not results of the pass
 		}
 		rec := []string{x.PassTime.UTC().Format(time.RFC3339), x.PassID, cell(x.Flag), cell(x.Metric), cell(x.SegmentProperty),
 			cell(x.SegmentValue), cell(x.Variant), strconv.FormatInt(x.N, 10), strconv.FormatInt(x.ControlN, 10),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"html/template"
+	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -17,6 +18,19 @@ import (
 // ExposureDay is the pseudo segment property of exposure-day cohorts (the analyzer's
 // analyze.ExposureDay; repeated here so the pages do not depend on the analyzer).
 const ExposureDay = "$exposure_day"
+
+// The analyzer's property-analysis rows (analyze.Heterogeneity and analyze.Correlation):
+// not results of their own but the evidence of what explains a flag's result; the page
+// lists them in its own section.
+const (
+	decisionHeterogeneity = "heterogeneity"
+	decisionCorrelation   = "correlation"
+)
+
+// isPropertyAnalysis is a heterogeneity or correlation row.
+func isPropertyAnalysis(x Result) bool {
+	return x.Decision == decisionHeterogeneity || x.Decision == decisionCorrelation
+}
 
 // Multiple is the variant of users who saw two or more variants of a flag.
 const Multiple = "$multiple"
@@ -56,10 +70,12 @@ type VariantUsers struct {
 // FlagPage is everything on one flag's page; /api/flags/{key} returns it as JSON.
 type FlagPage struct {
 	FlagSummary
-	Split     []SplitShare  `json:"expected_split"`
-	Metrics   []MetricView  `json:"metrics"`
-	Findings  []FindingView `json:"findings"`
-	Segments  []SegmentView `json:"segments"`
+	Split    []SplitShare  `json:"expected_split"`
+	Metrics  []MetricView  `json:"metrics"`
+	Findings []FindingView `json:"findings"`
+	Segments []SegmentView `json:"segments"`
+	// Explain is property analysis: which properties explain the result and which do not.
+	Explain   ExplainView   `json:"explain"`
 	Shift     ShiftView     `json:"behaviour_shift"`
 	Exposures ExposureView  `json:"exposures"`
 	Timeline  []TimelineRow `json:"timeline"`
@@ -168,6 +184,85 @@ type SegmentRow struct {
 	ResultView
 }
 
+// ExplainView is what the analyzer's property analysis found for a flag (its
+// heterogeneity and correlation rows): the properties across whose values the effect
+// differs, the others tried, and the values that go with a metric in every variant.
+type ExplainView struct {
+	// Tried is how many properties (configured and discovered) the flag was analysed by.
+	Tried      int               `json:"properties_tried"`
+	Explains   []PropertyView    `json:"explains"`
+	NoEvidence []PropertyView    `json:"no_evidence"`
+	Correlated []CorrelationView `json:"correlated"`
+}
+
+// PropertyView is one property × metric × test variant's heterogeneity test.
+type PropertyView struct {
+	Property   string  `json:"property"`
+	Metric     string  `json:"metric"`
+	Variant    string  `json:"variant"`
+	Discovered bool    `json:"discovered"`
+	P          float64 `json:"p"`
+	Reason     string  `json:"reason"`
+}
+
+// CorrelationView is one property value's metric relative to the rest of a variant's
+// users, reported when its interval (corrected across the pass) excludes zero.
+type CorrelationView struct {
+	Property   string     `json:"property"`
+	Value      string     `json:"value"`
+	Metric     string     `json:"metric"`
+	Variant    string     `json:"variant"`
+	Discovered bool       `json:"discovered"`
+	Lift       float64    `json:"lift"`
+	CI         [2]float64 `json:"ci"`
+	P          float64    `json:"p"`
+	Reason     string     `json:"reason"`
+}
+
+// maxExplain bounds each list of the explain section: the strongest first.
+const maxExplain = 10
+
+// explain collects the property-analysis rows. A heterogeneity row explains the result
+// when its p-value (adjusted across the pass for discovered properties) is below α;
+// a correlation row is listed when the analyzer found it correlated.
+func (b *builder) explain(rows []Result) ExplainView {
+	ev := ExplainView{Explains: []PropertyView{}, NoEvidence: []PropertyView{}, Correlated: []CorrelationView{}}
+	for _, x := range rows {
+		if !isPropertyAnalysis(x) {
+			continue
+		}
+		if x.Decision == decisionCorrelation {
+			if strings.HasPrefix(x.Reason, "correlated") {
+				ev.Correlated = append(ev.Correlated, CorrelationView{Property: x.SegmentProperty, Value: x.SegmentValue,
+					Metric: x.Metric, Variant: x.Variant, Discovered: x.Discovered, Lift: x.Lift,
+					CI: [2]float64{x.CILow, x.CIHigh}, P: x.P, Reason: x.Reason})
+			}
+			continue
+		}
+		pv := PropertyView{Property: x.SegmentProperty, Metric: x.Metric, Variant: x.Variant, Discovered: x.Discovered, P: x.P, Reason: x.Reason}
+		if x.P < b.mons.Defaults.Alpha {
+			ev.Explains = append(ev.Explains, pv)
+		} else {
+			ev.NoEvidence = append(ev.NoEvidence, pv)
+		}
+	}
+	props := map[string]bool{}
+	for _, x := range rows {
+		if x.SegmentProperty != "" && x.SegmentProperty != ExposureDay && x.Metric != "" {
+			props[x.SegmentProperty] = true
+		}
+	}
+	ev.Tried = len(props)
+	byP := func(ps []PropertyView) []PropertyView {
+		sort.SliceStable(ps, func(i, j int) bool { return ps[i].P < ps[j].P })
+		return ps[:min(len(ps), maxExplain)]
+	}
+	ev.Explains, ev.NoEvidence = byP(ev.Explains), byP(ev.NoEvidence)
+	sort.SliceStable(ev.Correlated, func(i, j int) bool { return math.Abs(ev.Correlated[i].Lift) > math.Abs(ev.Correlated[j].Lift) })
+	ev.Correlated = ev.Correlated[:min(len(ev.Correlated), maxExplain)]
+	return ev
+}
+
 // ShiftView is the exposure-day cohorts of the flag's metrics and the behaviour shifts
 // found in them.
 type ShiftView struct {
@@ -274,7 +369,7 @@ func isTotal(x Result) bool { return x.Metric != "" && x.SegmentProperty == "" &
 
 // isFinding is a row about a whole flag or a whole segment property.
 func isFinding(x Result) bool {
-	return x.SegmentValue == "" && !isTotal(x) && x.Decision != alert.InsufficientData
+	return x.SegmentValue == "" && !isTotal(x) && x.Decision != alert.InsufficientData && !isPropertyAnalysis(x)
 }
 
 // flagConfig is the flag's monitor. variants are every variant seen when known (a
@@ -304,7 +399,7 @@ func (b *builder) flagConfig(key string, variants []string, complete bool) confi
 func testVariants(rows []Result) []string {
 	var vs []string
 	for _, x := range rows {
-		if x.Variant != "" && x.Metric != "" && !slices.Contains(vs, x.Variant) {
+		if x.Variant != "" && x.Metric != "" && !isPropertyAnalysis(x) && !slices.Contains(vs, x.Variant) {
 			vs = append(vs, x.Variant)
 		}
 	}
@@ -393,6 +488,7 @@ func (b *builder) page(d *FlagData) *FlagPage {
 		}
 	}
 	p.Segments = b.segments(f, d.Latest)
+	p.Explain = b.explain(d.Latest)
 	p.Shift = b.shift(f, d.Latest)
 	p.Exposures = b.exposures(f, ordered, d, p.Variants)
 	p.Timeline = timeline(d)
@@ -549,8 +645,9 @@ func (b *builder) segments(f config.Flag, rows []Result) []SegmentView {
 		return &out[len(out)-1]
 	}
 	for _, x := range rows {
-		if x.SegmentProperty == "" || x.SegmentProperty == ExposureDay || x.Metric == "" {
-			continue
+		if x.SegmentProperty == "" || x.SegmentProperty == ExposureDay || x.Metric == "" || isPropertyAnalysis(x) ||
+			(x.SegmentValue != "" && x.Decision == alert.BehaviourShift) {
+			continue // the explain and behaviour-shift sections' rows
 		}
 		sv := get(key{x.SegmentProperty, x.Metric})
 		if x.Discovered {
@@ -575,6 +672,11 @@ func (b *builder) shift(f config.Flag, rows []Result) ShiftView {
 	sv := ShiftView{Cohorts: []CohortSeries{}, Findings: []FindingView{}}
 	idx := map[[2]string]int{}
 	for _, x := range rows {
+		if x.SegmentProperty != ExposureDay && x.SegmentValue != "" && x.Decision == alert.BehaviourShift {
+			// A segment value's own shift (the analyzer runs the detector per value).
+			sv.Findings = append(sv.Findings, finding(x))
+			continue
+		}
 		if x.SegmentProperty != ExposureDay || x.Metric == "" {
 			continue
 		}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -167,6 +168,10 @@ func testFlagAPI(t *testing.T, f *fixture, srv *httptest.Server) {
 			got := findResult(t, p.Metrics, r.Metric, r.Variant)
 			requireSame(t, &r, got)
 			seen++
+		case r.Segment.Value != nil && r.Decision == "behaviour_shift":
+			// A segment value's own shift is the behaviour-shift section's.
+			require.True(t, slices.ContainsFunc(p.Shift.Findings, func(x web.FindingView) bool { return x.Reason == r.Reason }), r.Reason)
+			seen++
 		case r.Segment.Value != nil:
 			got := findSegment(t, p.Segments, r.Segment.Property, r.Metric, *r.Segment.Value, r.Variant)
 			requireSame(t, &r, got.ResultView)
@@ -182,6 +187,7 @@ func testFlagAPI(t *testing.T, f *fixture, srv *httptest.Server) {
 		}
 	}
 	require.Greater(t, seen, 10)
+	testExplain(t, f, p)
 	// The history has a point per pass that had results, the last one the latest pass.
 	for _, m := range p.Metrics {
 		require.NotEmpty(t, m.History, m.Name)
@@ -297,7 +303,8 @@ func testFlagHTML(t *testing.T, f *fixture, srv *httptest.Server) {
 	require.Contains(t, body, attr(p.Verdict))
 	require.Contains(t, body, attr(p.Action))
 	for _, r := range f.last.Rows {
-		if r.Flag != "new-checkout" || r.Metric == "" || r.Decision == "segment_divergence" {
+		if r.Flag != "new-checkout" || r.Metric == "" || r.Decision == "segment_divergence" ||
+			(r.Segment != nil && r.Decision == "behaviour_shift") {
 			continue
 		}
 		var row string
@@ -327,6 +334,12 @@ func testFlagHTML(t *testing.T, f *fixture, srv *httptest.Server) {
 	}
 	require.Contains(t, body, `id="srm-ok"`)
 	require.NotContains(t, body, `id="srm-banner"`)
+	// What explains the result: the country, whose effect differs, in its table.
+	i := strings.Index(body, `<table class="results compact" id="explains">`)
+	require.GreaterOrEqual(t, i, 0, "the explain table is on the page")
+	explains := body[i : i+strings.Index(body[i:], "</table>")]
+	require.Contains(t, explains, `<tr data-property="$geoip_country_code">`)
+	require.Contains(t, body, "What explains the result")
 
 	_, _, srm := get(t, srv, "/flags/srm-banner")
 	require.Contains(t, srm, `id="srm-banner"`)
@@ -463,4 +476,62 @@ func testReport(t *testing.T, f *fixture) {
 	require.Contains(t, html.UnescapeString(string(page)), p.Verdict)
 	_, err = os.Stat(filepath.Join(dir, "flags", "%22%3E%3Cimg%20src%3Dx%20onerror%3Dalert%281%29%3E.html"))
 	require.NoError(t, err, "the hostile key is a safe file name")
+}
+
+// testExplain: the page's explain section holds the latest pass's property analysis —
+// the heterogeneity rows split by whether the effect differs at α, strongest first, and
+// the correlated values with their intervals — and the segments' forest plots hold none
+// of those rows.
+func testExplain(t *testing.T, f *fixture, p web.FlagPage) {
+	t.Helper()
+	var het, explains, corr int
+	for _, r := range f.last.Properties {
+		if r.Flag != "new-checkout" {
+			continue
+		}
+		switch r.Decision {
+		case analyze.Heterogeneity:
+			het++
+			in := p.Explain.NoEvidence
+			if r.P < f.mons.Defaults.Alpha {
+				in = p.Explain.Explains
+				explains++
+			}
+			if len(in) < 10 { // each list keeps the strongest ten
+				require.True(t, slices.ContainsFunc(in, func(x web.PropertyView) bool {
+					return x.Property == r.Segment.Property && x.Metric == r.Metric && x.Variant == r.Variant && x.P == r.P && x.Discovered == r.Discovered
+				}), "%s %s %s p=%g", r.Segment.Property, r.Metric, r.Variant, r.P)
+			}
+		case analyze.Correlation:
+			if strings.HasPrefix(r.Reason, "correlated") {
+				corr++
+				if len(p.Explain.Correlated) < 10 {
+					require.True(t, slices.ContainsFunc(p.Explain.Correlated, func(x web.CorrelationView) bool {
+						return x.Property == r.Segment.Property && x.Value == *r.Segment.Value && x.Metric == r.Metric &&
+							x.Variant == r.Variant && x.Lift == r.Lift && x.CI == r.CI
+					}), r.Reason)
+				}
+			}
+		}
+	}
+	require.Positive(t, het, "the pass analysed new-checkout's properties")
+	require.Len(t, p.Explain.Explains, min(explains, 10))
+	require.Len(t, p.Explain.NoEvidence, min(het-explains, 10))
+	require.Len(t, p.Explain.Correlated, min(corr, 10))
+	require.GreaterOrEqual(t, p.Explain.Tried, 2, "$geoip_country_code and plan are configured")
+	// The story's country effect explains the purchase conversion result.
+	require.True(t, slices.ContainsFunc(p.Explain.Explains, func(x web.PropertyView) bool {
+		return x.Property == "$geoip_country_code" && x.Metric == "purchase conversion"
+	}), "%+v", p.Explain)
+	for i := 1; i < len(p.Explain.Explains); i++ {
+		require.LessOrEqual(t, p.Explain.Explains[i-1].P, p.Explain.Explains[i].P)
+	}
+	for _, sv := range p.Segments {
+		for _, r := range sv.Rows {
+			require.NotContains(t, []string{"heterogeneity", "correlation", "behaviour_shift"}, r.Decision, "%s %s", sv.Property, r.Value)
+		}
+	}
+	for _, x := range p.Findings {
+		require.NotEqual(t, "heterogeneity", x.Decision)
+	}
 }

@@ -178,9 +178,11 @@ func (b *builder) verdict(f config.Flag, s FlagSummary, rows []Result) verdict {
 	var totals, findings, segs []Result
 	for _, x := range rows {
 		switch {
+		case isPropertyAnalysis(x):
+			continue // evidence, not a decision
 		case isTotal(x):
 			totals = append(totals, x)
-		case x.SegmentValue == "":
+		case x.SegmentValue == "" || x.Decision == alert.BehaviourShift: // a flag's, or a segment value's, shift
 			findings = append(findings, x)
 		default:
 			segs = append(segs, x)
