@@ -111,7 +111,6 @@ flags:
   - key: new-checkout
     control: control
     split: {control: 0.5, test: 0.5}
-    segments: [$geoip_country_code, plan]
     metrics:
       - {name: purchase conversion, kind: conversion, event: purchase, window: 7d, goal: increase}
       - {name: revenue per user, kind: sum, event: purchase, property: revenue}
