@@ -437,6 +437,30 @@ func withCore(base, own []Metric) []Metric {
 // seen in exposures; they choose the control when the file does not ("control", else
 // "false" for boolean flags, else the first in sorted order). The result shares
 // slices with m and must not be modified.
+// PrimaryMetric is the metric a flag is judged by first — on its page, in its users
+// list, in its verdict: its first own metric that is not a guardrail, else its first
+// metric that is not a guardrail, else its first; "" for a flag without metrics.
+func (m *Monitors) PrimaryMetric(f Flag) string {
+	core := map[string]bool{}
+	for _, c := range m.CoreMetrics {
+		core[c.Name] = true
+	}
+	for _, x := range f.Metrics {
+		if x.Guardrail == nil && !core[x.Name] {
+			return x.Name
+		}
+	}
+	for _, x := range f.Metrics {
+		if x.Guardrail == nil {
+			return x.Name
+		}
+	}
+	if len(f.Metrics) > 0 {
+		return f.Metrics[0].Name
+	}
+	return ""
+}
+
 func (m *Monitors) ForFlag(key string, variants []string) Flag {
 	if i, ok := m.byKey[key]; ok {
 		f := m.Flags[i]

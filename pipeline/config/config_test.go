@@ -348,3 +348,20 @@ func TestAllErrorsAreErrors(t *testing.T) {
 	}
 	require.Equal(t, 3, n)
 }
+
+func TestPrimaryMetric(t *testing.T) {
+	g := &Guardrail{}
+	mons := &Monitors{CoreMetrics: []Metric{{Name: "pageviews"}}}
+	for _, c := range []struct {
+		name    string
+		metrics []Metric
+		want    string
+	}{
+		{"own metric before a core one", []Metric{{Name: "pageviews"}, {Name: "errors", Guardrail: g}, {Name: "purchase"}}, "purchase"},
+		{"a core metric before a guardrail", []Metric{{Name: "errors", Guardrail: g}, {Name: "pageviews"}}, "pageviews"},
+		{"only guardrails: the first", []Metric{{Name: "errors", Guardrail: g}, {Name: "latency", Guardrail: g}}, "errors"},
+		{"no metrics", nil, ""},
+	} {
+		require.Equal(t, c.want, mons.PrimaryMetric(Flag{Metrics: c.metrics}), c.name)
+	}
+}

@@ -117,7 +117,7 @@ func (p *plan) resolveVariant() error {
 func (p *plan) resolveMetric(mons *config.Monitors) error {
 	name := p.q.Metric
 	if name == "" {
-		name = PrimaryMetric(mons, p.flag)
+		name = mons.PrimaryMetric(p.flag)
 	}
 	i := slices.IndexFunc(p.flag.Metrics, func(m config.Metric) bool { return m.Name == name })
 	if i < 0 {

@@ -25,8 +25,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
-	"github.com/flagwatch/flagwatch/pipeline/config"
 )
 
 // Sort orders a page.
@@ -156,28 +154,4 @@ func badf(format string, a ...any) error { return &BadQueryError{Msg: fmt.Sprint
 func IsBadQuery(err error) bool {
 	var b *BadQueryError
 	return errors.As(err, &b)
-}
-
-// PrimaryMetric is the metric a flag is judged by first, as the flag page chooses it:
-// its first own metric that is not a guardrail, else its first metric that is not a
-// guardrail, else its first; "" for a flag without metrics.
-func PrimaryMetric(mons *config.Monitors, f config.Flag) string {
-	core := map[string]bool{}
-	for _, m := range mons.CoreMetrics {
-		core[m.Name] = true
-	}
-	for _, m := range f.Metrics {
-		if m.Guardrail == nil && !core[m.Name] {
-			return m.Name
-		}
-	}
-	for _, m := range f.Metrics {
-		if m.Guardrail == nil {
-			return m.Name
-		}
-	}
-	if len(f.Metrics) > 0 {
-		return f.Metrics[0].Name
-	}
-	return ""
 }

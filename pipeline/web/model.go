@@ -520,28 +520,8 @@ func resultView(x Result) ResultView {
 		Decision: x.Decision, Reason: x.Reason}
 }
 
-// primaryMetric is the metric a flag is judged by first: its first own metric that is
-// not a guardrail, else its first metric that is not a guardrail, else its first.
-func (b *builder) primaryMetric(f config.Flag) string {
-	core := map[string]bool{}
-	for _, m := range b.mons.CoreMetrics {
-		core[m.Name] = true
-	}
-	for _, m := range f.Metrics {
-		if m.Guardrail == nil && !core[m.Name] {
-			return m.Name
-		}
-	}
-	for _, m := range f.Metrics {
-		if m.Guardrail == nil {
-			return m.Name
-		}
-	}
-	if len(f.Metrics) > 0 {
-		return f.Metrics[0].Name
-	}
-	return ""
-}
+// primaryMetric is the metric the page judges a flag by first (config's rule).
+func (b *builder) primaryMetric(f config.Flag) string { return b.mons.PrimaryMetric(f) }
 
 func guardrailView(g *config.Guardrail) *GuardrailView {
 	if g == nil {
