@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/flagwatch/flagwatch/pipeline/render"
 )
 
 // Pct formats a relative change for people: 0.1234 → "+12.3%", −0.05 → "−5.0%" (a true
@@ -27,23 +29,9 @@ func Interval(lo, hi float64) string { return "[" + Pct(lo) + ", " + Pct(hi) + "
 // Share formats a fraction of a whole without a sign: 0.5 → "50.0%".
 func Share(x float64) string { return fmt.Sprintf("%.1f%%", 100*x) }
 
-// Count formats a whole number with thousands separators: 12345 → "12,345".
-func Count(n int64) string {
-	s := strconv.FormatInt(n, 10)
-	neg := strings.HasPrefix(s, "-")
-	s = strings.TrimPrefix(s, "-")
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	if neg {
-		return "−" + b.String()
-	}
-	return b.String()
-}
+// Count formats a whole number with thousands separators, as the Slack messages do:
+// 12345 → "12,345".
+func Count(n int64) string { return render.Count(n) }
 
 // Mean formats a metric's mean with enough digits to compare two of them.
 func Mean(x float64) string {
