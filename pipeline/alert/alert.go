@@ -33,6 +33,16 @@ const (
 	Rollout = "rollout"
 )
 
+// What a heterogeneity row (the analyzer's test that a flag's effect is the same for
+// every value of a property) concluded, in its reason — at the flag's α for a configured
+// property, under the pass's false discovery rate for a discovered one — so that readers
+// without the monitors file (the digest) tell the properties that explain a result from
+// those that do not.
+const (
+	EffectDiffers = "the effect differs"
+	NoEvidence    = "no evidence it differs"
+)
+
 // Severities.
 const (
 	Critical = "critical"

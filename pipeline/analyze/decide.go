@@ -160,7 +160,7 @@ func (a *Analyzer) evaluateFlag(m *monitor, info *flagInfo, cells map[cellKey]*c
 			if !p.discovered {
 				rows = append(rows, segRows...)
 				for _, t := range out.Results {
-					res.props = append(res.props, configuredHeterogeneity(f.Key, mp.cfg.Name, p.name, t, out, segRows, tried))
+					res.props = append(res.props, configuredHeterogeneity(f.Key, mp.cfg.Name, p.name, t, out, segRows, tried, d.Alpha))
 				}
 				if div := divergence(f.Key, mp.cfg.Name, p.name, out, segRows, d.Alpha); div != nil && !young {
 					div.PropertiesTried = tried

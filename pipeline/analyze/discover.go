@@ -560,9 +560,9 @@ func resolveFamilies(fams []*family, alpha float64, latched map[string]string) (
 
 func verdictWord(selected bool) string {
 	if selected {
-		return "the effect differs"
+		return alert.EffectDiffers
 	}
-	return "no evidence it differs"
+	return alert.NoEvidence
 }
 
 func countTrue(bs []bool) int {
@@ -578,7 +578,7 @@ func countTrue(bs []bool) int {
 // configuredHeterogeneity is the heterogeneity row of a configured property: Cochran's
 // Q at α on its own (a configured segment is a hypothesis the team wrote down, not one
 // of many tried).
-func configuredHeterogeneity(flag, metric, prop string, variant evaluate.Result, out evaluate.Output, rows []Row, tried int) Row {
+func configuredHeterogeneity(flag, metric, prop string, variant evaluate.Result, out evaluate.Output, rows []Row, tried int, alpha float64) Row {
 	var effects []stats.SegmentEffect
 	for _, r := range rows {
 		if r.Variant == variant.Variant && r.SE > 0 {
@@ -588,8 +588,8 @@ func configuredHeterogeneity(flag, metric, prop string, variant evaluate.Result,
 	h := stats.Heterogeneity(effects)
 	return Row{Flag: flag, Metric: metric, Segment: &Segment{Property: prop}, Variant: variant.Variant, N: variant.N,
 		ControlN: out.Control.N, P: h.P, Decision: Heterogeneity, PropertiesTried: tried, Correction: "none (configured segment)",
-		Reason: fmt.Sprintf("%s: Q = %.1f on %d df (p = %.2g, I² = %.0f%%), configured; %d properties tried for %s",
-			prop, h.Q, h.DF, h.P, 100*h.I2, tried, flag)}
+		Reason: fmt.Sprintf("%s: Q = %.1f on %d df (p = %.2g, I² = %.0f%%), configured, at α = %g: %s; %d properties tried for %s",
+			prop, h.Q, h.DF, h.P, 100*h.I2, alpha, verdictWord(h.DF > 0 && h.P < alpha), tried, flag)}
 }
 
 // hetOf is the heterogeneity test of one variant's value rows.

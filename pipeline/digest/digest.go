@@ -16,8 +16,10 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/flagwatch/flagwatch/pipeline/alert"
@@ -45,6 +47,9 @@ type Row struct {
 	ChanceToWin     float64
 	Decision        string
 	Reason          string
+	// Discovered is set on the rows of a property the analyzer found by itself
+	// (property discovery) rather than one the monitors file lists.
+	Discovered bool
 }
 
 // Overall reports whether r is about the whole population.
@@ -74,15 +79,15 @@ type Source interface {
 // ClickHouse reads analysis_results (written by the analyzer).
 type ClickHouse struct{ Conn store.Conn }
 
-// Results implements Source. The analyzer's exposure-day cohorts and its property
-// analysis rows (decisions heterogeneity and correlation) are not results of their own
-// and are left out.
+// Results implements Source. The analyzer's exposure-day cohorts and its correlation
+// rows are not results of their own and are left out; its heterogeneity rows say which
+// properties explain a result (Summarise keeps them apart).
 func (s ClickHouse) Results(ctx context.Context, at time.Time) ([]Row, error) {
 	hi, lo := strconv.FormatInt(at.Unix(), 10), strconv.FormatInt(at.Add(-7*24*time.Hour).Unix(), 10)
 	rows, err := s.Conn.Query(ctx, `SELECT pass_time, flag, metric, segment_property, segment_value, variant,
-    n, control_n, mean, control_mean, lift, ci_low, ci_high, p, chance_to_win, decision, reason
+    n, control_n, mean, control_mean, lift, ci_low, ci_high, p, chance_to_win, decision, reason, toUInt8(discovered)
 FROM analysis_results
-WHERE segment_property != '$exposure_day' AND decision NOT IN ('heterogeneity', 'correlation') AND (flag, pass_time) IN (
+WHERE segment_property != '$exposure_day' AND decision != 'correlation' AND (flag, pass_time) IN (
     SELECT flag, max(pass_time) FROM analysis_results
     WHERE pass_time <= toDateTime(`+hi+`) AND pass_time > toDateTime(`+lo+`) GROUP BY flag)
 ORDER BY flag, metric, segment_property, segment_value, variant`)
@@ -94,16 +99,21 @@ ORDER BY flag, metric, segment_property, segment_value, variant`)
 	seen := map[string]int{}
 	for rows.Next() {
 		var r Row
+		var discovered uint8
 		if err := rows.Scan(&r.PassTime, &r.Flag, &r.Metric, &r.SegmentProperty, &r.SegmentValue, &r.Variant,
 			&r.N, &r.ControlN, &r.Mean, &r.ControlMean, &r.Lift, &r.CILow, &r.CIHigh, &r.P, &r.ChanceToWin,
-			&r.Decision, &r.Reason); err != nil {
+			&r.Decision, &r.Reason, &discovered); err != nil {
 			return nil, fmt.Errorf("scan analysis_results: %w", err)
 		}
-		if i, dup := seen[r.key()]; dup { // a pass written twice (at-least-once): keep one
+		r.Discovered = discovered == 1
+		// A pass written twice (at-least-once): keep one. A property's heterogeneity
+		// row shares its key with the property's divergence row.
+		k := r.key() + "|" + strconv.FormatBool(r.Decision == heterogeneity)
+		if i, dup := seen[k]; dup {
 			out[i] = r
 			continue
 		}
-		seen[r.key()] = len(out)
+		seen[k] = len(out)
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
@@ -144,6 +154,65 @@ type Flag struct {
 	// New is set when the flag had no results last week; Changes are then empty.
 	New     bool
 	Changes []Change
+	// Explains are the properties across whose values the flag's effect differs (the
+	// analyzer's heterogeneity test, configured and discovered properties alike), most
+	// significant first; NoEvidence the properties tried without evidence that it does.
+	Explains   []Property
+	NoEvidence []string
+}
+
+// Property is a property that explains a flag's result: the metrics whose effect
+// differs across its values.
+type Property struct {
+	Name       string
+	Metrics    []string
+	Discovered bool
+	p          float64
+}
+
+// heterogeneity is the decision word of the analyzer's property-analysis rows.
+const heterogeneity = "heterogeneity"
+
+// explain splits a flag's heterogeneity rows into the properties that explain its
+// result and those that do not, from the verdict each row states.
+func explain(rows []Row) ([]Property, []string) {
+	byName := map[string]*Property{}
+	tried := map[string]bool{}
+	for _, r := range rows {
+		tried[r.SegmentProperty] = true
+		if !strings.Contains(r.Reason, alert.EffectDiffers) {
+			continue
+		}
+		p := byName[r.SegmentProperty]
+		if p == nil {
+			p = &Property{Name: r.SegmentProperty, p: r.P}
+			byName[r.SegmentProperty] = p
+		}
+		if !slices.Contains(p.Metrics, r.Metric) {
+			p.Metrics = append(p.Metrics, r.Metric)
+		}
+		p.Discovered = p.Discovered || r.Discovered
+		p.p = min(p.p, r.P)
+	}
+	var explains []Property
+	for _, p := range byName {
+		sort.Strings(p.Metrics)
+		explains = append(explains, *p)
+	}
+	sort.Slice(explains, func(i, j int) bool {
+		if explains[i].p != explains[j].p {
+			return explains[i].p < explains[j].p
+		}
+		return explains[i].Name < explains[j].Name
+	})
+	var none []string
+	for name := range tried {
+		if byName[name] == nil {
+			none = append(none, name)
+		}
+	}
+	sort.Strings(none)
+	return explains, none
 }
 
 // Change is a metric total that moved since last week: its decision changed, it is new,
@@ -203,12 +272,19 @@ func status(rows []Row) (decision, where, metric string) {
 // important flag first.
 func Summarise(now, prev []Row) []Flag {
 	byFlag := map[string][]Row{}
+	hetByFlag := map[string][]Row{}
 	for _, r := range now {
+		if r.Decision == heterogeneity {
+			hetByFlag[r.Flag] = append(hetByFlag[r.Flag], r)
+			continue
+		}
 		byFlag[r.Flag] = append(byFlag[r.Flag], r)
 	}
 	prevByFlag := map[string][]Row{}
 	for _, r := range prev {
-		prevByFlag[r.Flag] = append(prevByFlag[r.Flag], r)
+		if r.Decision != heterogeneity {
+			prevByFlag[r.Flag] = append(prevByFlag[r.Flag], r)
+		}
 	}
 	out := make([]Flag, 0, len(byFlag))
 	for key, rows := range byFlag {
@@ -238,6 +314,7 @@ func Summarise(now, prev []Row) []Flag {
 			return a.SegmentProperty < b.SegmentProperty
 		})
 		f.Metrics = metrics(rows)
+		f.Explains, f.NoEvidence = explain(hetByFlag[key])
 		f.New = len(prevByFlag[key]) == 0
 		if !f.New {
 			f.Changes = changes(rows, prevByFlag[key])

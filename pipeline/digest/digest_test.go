@@ -58,3 +58,32 @@ func TestChanges(t *testing.T) {
 		{Metric: "d", Variant: "test", To: alert.Inconclusive},
 	}, fs[0].Changes)
 }
+
+// The analyzer's heterogeneity rows say which properties explain a result; they are
+// never a status, a metric line or a change of their own.
+func TestHeterogeneityRowsExplainAndStayApart(t *testing.T) {
+	het := func(metric, prop string, discovered bool, p float64, verdict string) Row {
+		return Row{Flag: "f", Metric: metric, SegmentProperty: prop, Variant: "test", N: 100, P: p,
+			Decision: "heterogeneity", Reason: prop + ": Q = 9 on 2 df; " + verdict, Discovered: discovered}
+	}
+	now := []Row{
+		{Flag: "f", Metric: "conversion", Variant: "test", N: 100, Lift: 0.01, CILow: -0.1, CIHigh: 0.12, Decision: alert.Inconclusive},
+		het("conversion", "plan", false, 0.01, alert.EffectDiffers),
+		het("revenue", "country", true, 0.001, alert.EffectDiffers),
+		het("conversion", "country", true, 0.003, alert.EffectDiffers),
+		het("conversion", "browser", true, 0.6, alert.NoEvidence),
+		het("revenue", "plan", false, 0.3, alert.NoEvidence),
+	}
+	prev := []Row{het("conversion", "plan", false, 0.2, alert.NoEvidence)}
+	fs := Summarise(now, prev)
+	require.Len(t, fs, 1)
+	f := fs[0]
+	require.Equal(t, alert.Inconclusive, f.Status, "a heterogeneity row is no status")
+	require.Len(t, f.Metrics, 1)
+	require.True(t, f.New, "last week's heterogeneity rows alone are no results")
+	require.Equal(t, []Property{
+		{Name: "country", Metrics: []string{"conversion", "revenue"}, Discovered: true, p: 0.001},
+		{Name: "plan", Metrics: []string{"conversion"}, p: 0.01},
+	}, f.Explains, "strongest first; a property that differs on one metric explains it")
+	require.Equal(t, []string{"browser"}, f.NoEvidence)
+}

@@ -29,12 +29,12 @@ func insertResults(t *testing.T, conn store.Conn, rows []digest.Row) {
 	ctx := context.Background()
 	b, err := conn.PrepareBatch(ctx, `INSERT INTO analysis_results (pass_time, pass_id, flag, metric, segment_property,
     segment_value, variant, n, control_n, mean, control_mean, lift, se, ci_low, ci_high, p, chance_to_win, cuped,
-    decision, reason)`)
+    decision, reason, discovered)`)
 	require.NoError(t, err)
 	for _, r := range rows {
 		require.NoError(t, b.Append(r.PassTime, "pass-"+r.PassTime.Format(time.RFC3339), r.Flag, r.Metric, r.SegmentProperty,
 			r.SegmentValue, r.Variant, r.N, r.ControlN, r.Mean, r.ControlMean, r.Lift, 0.0, r.CILow, r.CIHigh, r.P,
-			r.ChanceToWin, uint8(0), r.Decision, r.Reason))
+			r.ChanceToWin, uint8(0), r.Decision, r.Reason, map[bool]uint8{true: 1}[r.Discovered]))
 	}
 	require.NoError(t, b.Send())
 }

@@ -91,6 +91,45 @@ func digestChanges(f digest.Flag) string {
 	return strings.Join(out, "; ")
 }
 
+// digestExplains says which properties explain the flag's result — the effect differs
+// across their values — and which were tried without evidence of it: "What explains it:
+// $geoip_country_code (purchase conversion, revenue per user; found by property
+// discovery) · No evidence it differs by: $browser, plan".
+func digestExplains(f digest.Flag) string {
+	var parts []string
+	if len(f.Explains) > 0 {
+		var ps []string
+		for i, p := range f.Explains {
+			if i == 3 {
+				ps = append(ps, fmt.Sprintf("and %d more", len(f.Explains)-3))
+				break
+			}
+			what := make([]string, len(p.Metrics))
+			for j, m := range p.Metrics {
+				what[j] = Escape(m)
+			}
+			s := Escape(p.Name) + " (" + strings.Join(what, ", ")
+			if p.Discovered {
+				s += "; found by property discovery"
+			}
+			ps = append(ps, s+")")
+		}
+		parts = append(parts, "_What explains it:_ "+strings.Join(ps, ", "))
+	}
+	if len(f.NoEvidence) > 0 {
+		names := make([]string, 0, min(len(f.NoEvidence), 5))
+		for i, n := range f.NoEvidence {
+			if i == 5 {
+				names = append(names, fmt.Sprintf("%d more", len(f.NoEvidence)-5))
+				break
+			}
+			names = append(names, Escape(n))
+		}
+		parts = append(parts, "_No evidence the effect differs by:_ "+strings.Join(names, ", "))
+	}
+	return strings.Join(parts, " · ")
+}
+
 // DigestFlag is one flag's section of the digest.
 func DigestFlag(f digest.Flag, o Options) string {
 	var b strings.Builder
@@ -120,6 +159,9 @@ func DigestFlag(f digest.Flag, o Options) string {
 			break
 		}
 		b.WriteString("\n• " + digestMetric(m))
+	}
+	if line := digestExplains(f); line != "" {
+		b.WriteString("\n" + line)
 	}
 	for _, r := range f.Findings {
 		s := "\n• " + Emoji(r.Decision) + " " + Words(r.Decision)

@@ -33,6 +33,7 @@ func TestDigestGolden(t *testing.T) {
 	require.Less(t, i("new-checkout"), i("dark-mode"), "divergence before win")
 	require.Contains(t, got, "🟠 new-checkout — segments diverge by $geoip_country_code on purchase conversion (last week: inconclusive)")
 	require.Contains(t, got, "• purchase conversion (test): GB −67% [−80%, −54%] loss · IN +36% [+21%, +51%] win · US +32% [+20%, +44%] win · DE +2% [−20%, +24%]; total +5% [−1%, +12%] (inconclusive) — segments diverge by $geoip_country_code")
+	require.Contains(t, got, "What explains it: $geoip_country_code (purchase conversion, revenue per user; found by property discovery) · No evidence the effect differs by: $browser, plan")
 	require.NotContains(t, got, "[0%, 0%]")
 	require.NotContains(t, got, "$geoip_country_code = ", "no empty segment value")
 }

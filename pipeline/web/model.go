@@ -223,7 +223,7 @@ type CorrelationView struct {
 const maxExplain = 10
 
 // explain collects the property-analysis rows. A heterogeneity row explains the result
-// when its p-value (adjusted across the pass for discovered properties) is below α;
+// when the analyzer found that the effect differs across the property's values;
 // a correlation row is listed when the analyzer found it correlated.
 func (b *builder) explain(rows []Result) ExplainView {
 	ev := ExplainView{Explains: []PropertyView{}, NoEvidence: []PropertyView{}, Correlated: []CorrelationView{}}
@@ -240,7 +240,11 @@ func (b *builder) explain(rows []Result) ExplainView {
 			continue
 		}
 		pv := PropertyView{Property: x.SegmentProperty, Metric: x.Metric, Variant: x.Variant, Discovered: x.Discovered, P: x.P, Reason: x.Reason}
-		if x.P < b.mons.Defaults.Alpha {
+		// The analyzer states its verdict (at the flag's α, or under the pass's FDR);
+		// rows written before it did are judged at the default α.
+		differs := strings.Contains(x.Reason, alert.EffectDiffers) ||
+			(!strings.Contains(x.Reason, alert.NoEvidence) && x.P < b.mons.Defaults.Alpha)
+		if differs {
 			ev.Explains = append(ev.Explains, pv)
 		} else {
 			ev.NoEvidence = append(ev.NoEvidence, pv)

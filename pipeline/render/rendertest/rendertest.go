@@ -150,6 +150,10 @@ func DigestRows() (now, prev []digest.Row) {
 		}
 		return r
 	}
+	het := func(pt time.Time, flag, metric, prop string, discovered bool, p float64, reason string) digest.Row {
+		return digest.Row{PassTime: pt, Flag: flag, Metric: metric, SegmentProperty: prop, Variant: "test", N: 15102,
+			P: p, Decision: "heterogeneity", Reason: reason, Discovered: discovered}
+	}
 	const cc = "$geoip_country_code"
 	now = []digest.Row{
 		row(at, "new-checkout", "purchase conversion", "", "", "control", 15085, 0.21, 0, 0, 0, 0, "", ""),
@@ -166,6 +170,12 @@ func DigestRows() (now, prev []digest.Row) {
 		row(at, "dark-mode", "pageviews", "plan", "pro", "test", 900, 3.9, 0.25, 0.08, 0.42, 0.99, alert.Win, ""),
 		row(at, "onboarding-v2", "", "", "", "", 0, 0, 0, 0, 0, 0, alert.SRM, "split 52.9/47.1, expected 50/50 (p < 0.001)"),
 		row(at, "onboarding-v2", "activation", "", "", "test", 800, 0.3, 0.4, -0.3, 1.4, 0.7, alert.Inconclusive, ""),
+		// The analyzer's heterogeneity rows: the country explains new-checkout's result
+		// (found by discovery), plan and the browser do not.
+		het(at, "new-checkout", "purchase conversion", cc, true, 1e-9, "$geoip_country_code: Q = 98.0 on 3 df; "+alert.EffectDiffers),
+		het(at, "new-checkout", "revenue per user", cc, true, 1e-5, "$geoip_country_code: Q = 31.2 on 3 df; "+alert.EffectDiffers),
+		het(at, "new-checkout", "purchase conversion", "plan", false, 0.4, "plan: Q = 1.8 on 2 df, configured, at α = 0.05: "+alert.NoEvidence),
+		het(at, "new-checkout", "purchase conversion", "$browser", true, 0.9, "$browser: Q = 0.4 on 3 df; "+alert.NoEvidence),
 	}
 	prev = []digest.Row{
 		row(before, "new-checkout", "purchase conversion", "", "", "test", 5000, 0.21, -0.02, -0.12, 0.08, 0.3, alert.Inconclusive, ""),
