@@ -281,53 +281,48 @@ func (d *decoder) duration(n *yaml.Node, v reflect.Value, path string) {
 
 // split decodes {variant: weight, …} keeping the file order.
 func (d *decoder) split(n *yaml.Node, v reflect.Value, path string) {
-	if n.Kind != yaml.MappingNode {
-		d.badHere(n.Line, path, "want a mapping of variant to share, got %s", describe(n))
-		return
-	}
 	var s Split
-	first := map[string]int{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, val := n.Content[i], n.Content[i+1]
-		if l, dup := first[k.Value]; dup {
-			d.badValue(k.Line, join(path, k.Value), "variant %q repeated (first at line %d)", k.Value, l)
-			continue
-		}
-		first[k.Value] = k.Line
-		p := join(path, k.Value)
-		d.seen[p] = k.Line
+	d.ordered(n, path, "variant", "a mapping of variant to share", func(k, val *yaml.Node, p string) {
 		var w float64
 		d.scalar(val, reflect.ValueOf(&w).Elem(), p)
 		s = append(s, Share{Variant: k.Value, Weight: w})
-	}
+	})
 	v.Set(reflect.ValueOf(s))
 }
 
 // templates decodes {name: template, …} keeping the file order; each template's keys
 // are decoded strictly like any mapping, under the path templates.<name>.
 func (d *decoder) templates(n *yaml.Node, v reflect.Value, path string) {
-	if n.Kind != yaml.MappingNode {
-		d.badHere(n.Line, path, "want a mapping of template name to template, got %s", describe(n))
-		return
-	}
 	var ts Templates
-	first := map[string]int{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, val := n.Content[i], n.Content[i+1]
-		if l, dup := first[k.Value]; dup {
-			d.badValue(k.Line, join(path, k.Value), "template %q repeated (first at line %d)", k.Value, l)
-			continue
-		}
-		first[k.Value] = k.Line
-		p := join(path, k.Value)
-		d.seen[p] = k.Line
+	d.ordered(n, path, "template", "a mapping of template name to template", func(k, val *yaml.Node, p string) {
 		t := Template{Name: k.Value}
 		if !isNull(val) {
 			d.value(val, reflect.ValueOf(&t).Elem(), p)
 		}
 		ts = append(ts, t)
-	}
+	})
 	v.Set(reflect.ValueOf(ts))
+}
+
+// ordered calls each for the entries of a mapping whose order matters, in file order,
+// under path.<key>; a repeated key (what names it) is reported and skipped.
+func (d *decoder) ordered(n *yaml.Node, path, what, want string, each func(k, val *yaml.Node, p string)) {
+	if n.Kind != yaml.MappingNode {
+		d.badHere(n.Line, path, "want %s, got %s", want, describe(n))
+		return
+	}
+	first := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		if l, dup := first[k.Value]; dup {
+			d.badValue(k.Line, join(path, k.Value), "%s %q repeated (first at line %d)", what, k.Value, l)
+			continue
+		}
+		first[k.Value] = k.Line
+		p := join(path, k.Value)
+		d.seen[p] = k.Line
+		each(k, val, p)
+	}
 }
 
 // parseDuration accepts Go durations ("36h", "90m") and whole days ("7d").
