@@ -13,6 +13,7 @@ import (
 
 	"github.com/flagwatch/flagwatch/pipeline/alert"
 	"github.com/flagwatch/flagwatch/pipeline/config"
+	"github.com/flagwatch/flagwatch/pipeline/render"
 	"github.com/flagwatch/flagwatch/pipeline/rollback"
 )
 
@@ -469,9 +470,9 @@ func recommend(fs []alert.Finding, rows []Row, flag string) string {
 		}
 		switch {
 		case len(up) > 0 && len(down) > 0:
-			return fmt.Sprintf("Target it: ship to %s, not to %s", joinAnd(up), joinAnd(down))
+			return fmt.Sprintf("Target it: ship to %s, not to %s", render.JoinAnd(up), render.JoinAnd(down))
 		case len(down) > 0:
-			return fmt.Sprintf("Keep it off for %s; look at the other segments before shipping", joinAnd(down))
+			return fmt.Sprintf("Keep it off for %s; look at the other segments before shipping", render.JoinAnd(down))
 		default:
 			return "Look at the segments before shipping: the effect depends on " + PropertyName(f.Segment.Property)
 		}
@@ -482,7 +483,7 @@ func recommend(fs []alert.Finding, rows []Row, flag string) string {
 	if f := has(alert.Win); f != nil {
 		_, down := losers("", "", "")
 		if len(down) > 0 {
-			return fmt.Sprintf("Ship it to everyone except %s (it loses there)", joinAnd(down))
+			return fmt.Sprintf("Ship it to everyone except %s (it loses there)", render.JoinAnd(down))
 		}
 		if f.Segment != nil {
 			return fmt.Sprintf("Consider shipping to %s, where it wins; elsewhere it is not decided yet", f.Segment.ValueString())
@@ -502,16 +503,6 @@ func recommend(fs []alert.Finding, rows []Row, flag string) string {
 		return "Check the variant names the flag sends"
 	}
 	return "Keep watching"
-}
-
-func joinAnd(xs []string) string {
-	switch len(xs) {
-	case 0:
-		return ""
-	case 1:
-		return xs[0]
-	}
-	return strings.Join(xs[:len(xs)-1], ", ") + " and " + xs[len(xs)-1]
 }
 
 // rollback runs the monitor's actions; the first failing outcome wins the alert's slot,

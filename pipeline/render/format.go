@@ -85,6 +85,17 @@ func LiftInterval(lift float64, ci [2]float64) string {
 	return Lift(lift, d) + " [" + Lift(ci[0], d) + ", " + Lift(ci[1], d) + "]"
 }
 
+// JoinAnd lists items the way a sentence does: "IN", "IN and US", "IN, US and DE".
+func JoinAnd(xs []string) string {
+	switch len(xs) {
+	case 0:
+		return ""
+	case 1:
+		return xs[0]
+	}
+	return strings.Join(xs[:len(xs)-1], ", ") + " and " + xs[len(xs)-1]
+}
+
 // Count formats an integer with thousands separators: 10012 → "10,012".
 func Count[T int64 | uint64 | int](n T) string {
 	s := strconv.FormatInt(int64(n), 10)

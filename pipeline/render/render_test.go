@@ -431,3 +431,10 @@ func TestWatch(t *testing.T) {
 	require.NotContains(t, lines, "javascript")
 	require.Contains(t, lines, "Behind 🔴 loss")
 }
+
+func TestJoinAnd(t *testing.T) {
+	require.Equal(t, "", JoinAnd(nil))
+	require.Equal(t, "IN", JoinAnd([]string{"IN"}))
+	require.Equal(t, "IN and US", JoinAnd([]string{"IN", "US"}))
+	require.Equal(t, "IN, US and DE", JoinAnd([]string{"IN", "US", "DE"}))
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/flagwatch/flagwatch/pipeline/alert"
 	"github.com/flagwatch/flagwatch/pipeline/config"
+	"github.com/flagwatch/flagwatch/pipeline/render"
 	"github.com/flagwatch/flagwatch/pipeline/stats"
 )
 
@@ -163,16 +164,6 @@ func segmentName(x Result) string {
 	return x.SegmentValue
 }
 
-func joinAnd(xs []string) string {
-	switch len(xs) {
-	case 0:
-		return ""
-	case 1:
-		return xs[0]
-	}
-	return strings.Join(xs[:len(xs)-1], ", ") + " and " + xs[len(xs)-1]
-}
-
 // verdict reads a flag's latest pass: its status, one sentence, and what to do.
 func (b *builder) verdict(f config.Flag, s FlagSummary, rows []Result) verdict {
 	var totals, findings, segs []Result
@@ -244,7 +235,7 @@ func (b *builder) verdict(f config.Flag, s FlagSummary, rows []Result) verdict {
 			}
 		}
 		if len(losing) > 0 {
-			v.action = "Ship it, except to " + joinAnd(uniq(losing)) + " (losing there)."
+			v.action = "Ship it, except to " + render.JoinAnd(uniq(losing)) + " (losing there)."
 		}
 		return v
 	}
@@ -323,11 +314,11 @@ func (b *builder) divergence(f config.Flag, x Result, segs []Result) verdict {
 	}
 	switch {
 	case len(up) > 0 && len(down) > 0:
-		v.action = fmt.Sprintf("Ship to %s only; keep %s on %s.", joinAnd(up), joinAnd(down), f.Control)
+		v.action = fmt.Sprintf("Ship to %s only; keep %s on %s.", render.JoinAnd(up), render.JoinAnd(down), f.Control)
 	case len(up) > 0:
-		v.action = fmt.Sprintf("Ship to %s only.", joinAnd(up))
+		v.action = fmt.Sprintf("Ship to %s only.", render.JoinAnd(up))
 	case len(down) > 0:
-		v.action = fmt.Sprintf("Keep %s on %s; look at the other segments before shipping.", joinAnd(down), f.Control)
+		v.action = fmt.Sprintf("Keep %s on %s; look at the other segments before shipping.", render.JoinAnd(down), f.Control)
 	default:
 		v.action = "Look at the segments before shipping; consider targeting."
 	}
@@ -338,7 +329,7 @@ func orNone(xs []string) string {
 	if len(xs) == 0 {
 		return "none"
 	}
-	return joinAnd(xs)
+	return render.JoinAnd(xs)
 }
 
 // waiting is a flag with nothing decided: collecting data below the minimum sample or
@@ -378,7 +369,7 @@ func (b *builder) waiting(f config.Flag, s FlagSummary, totals, findings []Resul
 		}
 		action := "Wait for exposures: none has reached flagwatch yet."
 		if len(waits) > 0 {
-			action = "Wait: " + joinAnd(waits) + " before any decision (a guardrail breach is reported at once)."
+			action = "Wait: " + render.JoinAnd(waits) + " before any decision (a guardrail breach is reported at once)."
 		} else if s.FirstExposure != nil {
 			action = "Wait for the next pass."
 		}
