@@ -17,6 +17,7 @@ import (
 	"github.com/segmentio/encoding/json"
 
 	"github.com/flagwatch/flagwatch/pipeline/config"
+	"github.com/flagwatch/flagwatch/pipeline/web"
 )
 
 // Patterns are the routes Handler serves; mount it on each, behind the pages' token.
@@ -196,11 +197,11 @@ func writeCSV(w io.Writer, p *Page, header bool) error {
 		}
 	}
 	for _, u := range p.Users {
-		rec := []string{cell(u.DistinctID), cell(u.Variant), u.FirstExposure.UTC().Format(time.RFC3339Nano)}
+		rec := []string{web.CSVCell(u.DistinctID), web.CSVCell(u.Variant), u.FirstExposure.UTC().Format(time.RFC3339Nano)}
 		for _, prop := range props {
-			rec = append(rec, cell(u.Segments[prop]))
+			rec = append(rec, web.CSVCell(u.Segments[prop]))
 		}
-		rec = append(rec, cell(p.Metric), strconv.FormatBool(u.Converted), strconv.FormatFloat(u.Value, 'g', -1, 64))
+		rec = append(rec, web.CSVCell(p.Metric), strconv.FormatBool(u.Converted), strconv.FormatFloat(u.Value, 'g', -1, 64))
 		if ratio {
 			d := ""
 			if u.Denominator != nil {
@@ -215,21 +216,13 @@ func writeCSV(w io.Writer, p *Page, header bool) error {
 				links = append(links, s.Recording)
 			}
 		}
-		rec = append(rec, cell(strings.Join(ids, " ")), cell(strings.Join(links, " ")))
+		rec = append(rec, web.CSVCell(strings.Join(ids, " ")), web.CSVCell(strings.Join(links, " ")))
 		if err := cw.Write(rec); err != nil {
 			return err
 		}
 	}
 	cw.Flush()
 	return cw.Error()
-}
-
-// cell defuses spreadsheet formulas.
-func cell(s string) string {
-	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
-		return "'" + s
-	}
-	return s
 }
 
 // fileName keeps a download's name to safe characters.

@@ -503,10 +503,10 @@ func WriteCSV(w io.Writer, rows []Result) error {
 		if x.SegmentProperty == ExposureDay || isPropertyAnalysis(x) {
 			continue // the behaviour-shift chart's series and the property analysis, not results of the pass
 		}
-		rec := []string{x.PassTime.UTC().Format(time.RFC3339), x.PassID, cell(x.Flag), cell(x.Metric), cell(x.SegmentProperty),
-			cell(x.SegmentValue), cell(x.Variant), strconv.FormatInt(x.N, 10), strconv.FormatInt(x.ControlN, 10),
+		rec := []string{x.PassTime.UTC().Format(time.RFC3339), x.PassID, CSVCell(x.Flag), CSVCell(x.Metric), CSVCell(x.SegmentProperty),
+			CSVCell(x.SegmentValue), CSVCell(x.Variant), strconv.FormatInt(x.N, 10), strconv.FormatInt(x.ControlN, 10),
 			f(x.Mean), f(x.ControlMean), f(x.Lift), f(x.SE), f(x.CILow), f(x.CIHigh), f(x.P), f(x.ChanceToWin),
-			b(x.CUPED), x.Decision, cell(x.Reason), b(x.Discovered)}
+			b(x.CUPED), x.Decision, CSVCell(x.Reason), b(x.Discovered)}
 		if err := cw.Write(rec); err != nil {
 			return err
 		}
@@ -515,8 +515,9 @@ func WriteCSV(w io.Writer, rows []Result) error {
 	return cw.Error()
 }
 
-// cell defuses spreadsheet formulas in text from events and configuration.
-func cell(s string) string {
+// CSVCell defuses spreadsheet formulas in text from events and configuration, for every
+// CSV flagwatch serves.
+func CSVCell(s string) string {
 	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
 		return "'" + s
 	}
