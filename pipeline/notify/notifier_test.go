@@ -311,12 +311,16 @@ func TestRepeatsUnresolvedCritical(t *testing.T) {
 	a := lossAlert("new-checkout")
 	e.produce(0, a)
 	eventually(t, 30*time.Second, func() bool { return len(e.slack.Messages()) == 1 }, "first")
+	// The log records a post's time after Slack answers: move the clock only once the
+	// alert is committed, or the first post may be logged at the later time.
+	eventually(t, 30*time.Second, func() bool { return e.lag("notifier-test") == 0 }, "first committed")
 	mu.Lock()
 	now = now.Add(3 * time.Hour)
 	mu.Unlock()
 	e.produce(0, a, lossAlert("marker-1"))
 	eventually(t, 30*time.Second, func() bool { return len(e.slack.Messages()) == 2 }, "marker")
 	require.Contains(t, e.slack.Messages()[1].Text, "marker-1", "no repeat before 4h")
+	eventually(t, 30*time.Second, func() bool { return e.lag("notifier-test") == 0 }, "marker committed")
 
 	mu.Lock()
 	now = now.Add(time.Hour + time.Minute)
