@@ -58,7 +58,7 @@ bench-ingest: deps ## ingest (with and without the join) vs ClickHouse's Kafka e
 	$(GO) test -run '^$$' -bench BenchmarkIngestOneNodeVsTwoShards -benchtime 1x -timeout 30m -v ./pipeline/clustertest/
 
 .PHONY: bench-analyzer
-bench-analyzer: deps ## analyzer passes (incremental, from scratch, rebuild) vs one plain scan and vs the same pass with no segments (property discovery's cost), on ClickHouse 18.16 and on the embedded 26
+bench-analyzer: deps ## analyzer passes (incremental, from scratch, rebuild) vs one plain scan, and vs the same pass with configured segments only and with no segments (property discovery's cost), on ClickHouse 18.16 and on the embedded 26
 	@echo "== analyzer on a ClickHouse 18.16 server"
 	$(GO) test -run '^$$' -bench BenchmarkAnalyzerPass -benchtime 1x -timeout 120m -v ./pipeline/analyze/
 	@echo "== analyzer on the embedded ClickHouse 26"

@@ -18,6 +18,12 @@
 // cost follows the new data. A pass from scratch (--recompute-all, and the daily rebuild)
 // gives the same cells.
 //
+// Segments need not be configured: property discovery (discover.go) also analyses every
+// flag by the properties of its users' first exposures that qualify, with one false
+// discovery rate correction across everything a pass tries, and the segment values
+// travel through the pass as set ids, spelled out once per set (its cost against the
+// configured segments alone: docs/statistics.md, "Cost").
+//
 // The code is split along that line: what a pass reads and writes is two small
 // interfaces (passReader, passWriter; chstore.go implements them with SQL), and
 // everything between — cells to rows (decide.go), rows to one incident per flag with a

@@ -423,7 +423,7 @@ func (s *chStore) buildGeneration(ctx context.Context, p *plan, ratioPairs [][2]
 		return nil, fmt.Errorf("build contributions: %w", err)
 	}
 	if err := s.eachShard(ctx, func(ctx context.Context, sh store.Conn) error {
-		return sh.Exec(ctx, cellSumsSQL(g.gen))
+		return sh.Exec(ctx, p.cellSumsSQL(g.gen))
 	}); err != nil {
 		return nil, fmt.Errorf("sum the built contributions into cells: %w", err)
 	}

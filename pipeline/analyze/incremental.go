@@ -3,6 +3,7 @@ package analyze
 import (
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strings"
 	"time"
 )
@@ -12,8 +13,11 @@ import (
 // then kept current: each pass recomputes the users with new events or exposures since
 // the last pass (touched_users) and inserts, in one INSERT, their live contribution rows
 // with the opposite sign and their new rows. A view sums those rows into cell_sums as
-// they are inserted, so a pass reads a few thousand cells, not the data. The cells equal
-// those of groupedSQL over the same data (TestIncrementalEqualsRecompute).
+// they are inserted, so a pass reads a few thousand cells, not the data. The build of a
+// generation is the exception (0050): its rows skip the view, and cellSumsSQL sums them
+// into cell_sums in one grouped query after the insert — a build whose sums are missing
+// has no watermark yet and is never read. The cells equal those of groupedSQL over the
+// same data (TestIncrementalEqualsRecompute).
 //
 // Why it holds under failure: a row is live while its signs sum to a positive count, and
 // a pass nets every row of the users it recomputes to zero before adding their new rows.
@@ -34,8 +38,9 @@ var touchMargin = 5 * time.Minute
 func (p *plan) id(ratioPairs [][2]int) uint64 {
 	h := fnv.New64a()
 	// v2: excluded-value counts after the ratio terms; v3: segment values' exposure-day
-	// cohorts, and the discovered properties of each generation after the configured.
-	fmt.Fprintf(h, "v3|pre=%d|", p.pre)
+	// cohorts, and the discovered properties of each generation after the configured;
+	// v4: rows keyed by segment property set and exposure day (set_id, day).
+	fmt.Fprintf(h, "v4|pre=%d|", p.pre)
 	for _, m := range p.measures {
 		fmt.Fprintf(h, "m=%s|", m.key())
 	}
@@ -57,11 +62,7 @@ func (p *plan) id(ratioPairs [][2]int) uint64 {
 // empty, else, for the touched users, their live rows negated and their new rows.
 func (p *plan) contributionsSQL(ratioPairs [][2]int, gen uint64, touched string) string {
 	ps := p.pairs(ratioPairs, touched)
-	var props, segs, terms []string
-	for _, t := range p.segmentTuples() {
-		props = append(props, t[0])
-		segs = append(segs, t[1])
-	}
+	var terms []string
 	for i := range p.measures {
 		terms = append(terms, fmt.Sprintf("m%d", i), fmt.Sprintf("m%d * m%d", i, i), fmt.Sprintf("q%d", i),
 			fmt.Sprintf("q%d * q%d", i, i), fmt.Sprintf("m%d * q%d", i, i))
@@ -72,54 +73,94 @@ func (p *plan) contributionsSQL(ratioPairs [][2]int, gen uint64, touched string)
 	for i := range p.measures {
 		terms = append(terms, fmt.Sprintf("b%d", i))
 	}
-	arr := func(xs []string, empty string) string {
-		if len(xs) == 0 {
-			return empty
+	// A row's segment values are its set and its exposure day. The view that sums rows
+	// into cells as they are inserted needs them spelled out — property names and values,
+	// each value's cohort — so a pass's rows carry them; a build's are many, cost several
+	// times the build's query to spell out, and are summed by cellSumsSQL instead: they
+	// are marked built, which the view skips, and carry none.
+	props, segs := "emptyArrayString()", "emptyArrayString()"
+	spelled := func(day string) (string, string) {
+		var ps, vs []string
+		for _, t := range p.segmentTuples(day) {
+			ps = append(ps, t[0])
+			vs = append(vs, t[1])
 		}
-		return "[" + strings.Join(xs, ", ") + "]"
+		if len(ps) == 0 {
+			return "emptyArrayString()", "emptyArrayString()"
+		}
+		return "[" + strings.Join(ps, ", ") + "]", "[" + strings.Join(vs, ", ") + "]"
 	}
-	// A build's rows are marked built: the view that sums rows into cells as they are
-	// inserted skips them, and cellSumsSQL sums them in one grouped query instead.
-	built := 0
-	if touched == "" {
-		built = 1
+	built := 1
+	rows := "(\n" + ps.sql + "\n) AS pr"
+	if touched != "" {
+		built = 0
+		props, segs = spelled("a_day")
+		if p.hasSetValues() {
+			rows += "\nANY LEFT JOIN (" + p.setValuesSQL("a_set") + ") AS ss USING a_set"
+		}
+	}
+	s := "emptyArrayFloat64()"
+	if len(terms) > 0 {
+		s = "[" + strings.Join(terms, ", ") + "]"
+	}
+	// A plan without segment properties does not key its rows by set (pairs): set 0.
+	set := "a_set"
+	if !p.hasSetValues() {
+		set = "toUInt64(0)"
 	}
 	var b strings.Builder
-	b.WriteString("INSERT INTO contributions (gen, uh, flag, variant, seg_props, segs, s, sign, built)\n")
+	b.WriteString("INSERT INTO contributions (gen, uh, flag, variant, seg_props, segs, s, sign, built, set_id, day)\n")
 	// NOT ignore(a_first) names a_first, which 18.16 would otherwise prune from the
 	// level below although the measures' lambdas use it.
-	fmt.Fprintf(&b, "SELECT toUInt64(%d) AS c_gen, u_id AS c_uh, a_flag AS c_flag, a_variant AS c_variant, %s AS c_props, %s AS c_segs, %s AS c_s, toInt8(1) AS c_sign, toUInt8(%d) AS c_built\nFROM (\n%s\n) WHERE NOT ignore(a_first)\n",
-		gen, arr(props, "emptyArrayString()"), arr(segs, "emptyArrayString()"), arr(terms, "emptyArrayFloat64()"), built, ps.sql)
+	fmt.Fprintf(&b, "SELECT toUInt64(%d) AS c_gen, u_id AS c_uh, a_flag AS c_flag, a_variant AS c_variant, %s AS c_props, %s AS c_segs, %s AS c_s, toInt8(1) AS c_sign, toUInt8(%d) AS c_built, %s AS c_set, a_day AS c_day\nFROM %s\nWHERE NOT ignore(a_first)\n",
+		gen, props, segs, s, built, set, rows)
 	if touched != "" {
 		// Every row of these users nets to zero, not only the live ones: a row left at −1
-		// (by passes that overlapped despite the lease) is put right too.
-		fmt.Fprintf(&b, "UNION ALL\nSELECT gen, uh, flag, variant, seg_props, segs, s, toInt8(-live), toUInt8(0) FROM (\n"+
-			"  SELECT gen, uh, flag, variant, seg_props, segs, s, sum(sign) AS live FROM contributions\n"+
-			"  WHERE gen = %d AND uh IN (SELECT uh FROM %s)\n"+
-			"  GROUP BY gen, uh, flag, variant, seg_props, segs, s HAVING live != 0)\n", gen, touched)
+		// (by passes that overlapped despite the lease) is put right too. A row is its
+		// (flag, variant, set, day) and terms; the negation spells its values out again,
+		// as the rows of this pass do, so the view takes them out of the same cells.
+		nprops, nsegs := spelled("day")
+		neg := "(\n  SELECT gen, uh, flag, variant, set_id, day, s, sum(sign) AS live FROM contributions\n" +
+			fmt.Sprintf("  WHERE gen = %d AND uh IN (SELECT uh FROM %s)\n", gen, touched) +
+			"  GROUP BY gen, uh, flag, variant, set_id, day, s HAVING live != 0) AS n"
+		if p.hasSetValues() {
+			neg += "\nANY LEFT JOIN (" + p.setValuesSQL("set_id") + ") AS ss USING set_id"
+		}
+		fmt.Fprintf(&b, "UNION ALL\nSELECT gen, uh, flag, variant, %s, %s, s, toInt8(-live), toUInt8(0), set_id, day FROM %s\n", nprops, nsegs, neg)
 	}
 	fmt.Fprintf(&b, "SETTINGS max_bytes_before_external_group_by = %d, max_block_size = %d", externalGroupByBytes, stateBlockRows)
 	return b.String()
 }
 
-// cellSumsSQL sums a build's contribution rows into generation gen's cells. The view that
-// does it for the rows of later passes spreads every (flag, user) row over its cells (the
-// whole flag, each segment value and each value's exposure-day cohort) as it is
-// inserted; for a whole generation that costs several times the build's own query. Here
-// the users with the same variant and segment values are summed first — far fewer rows
-// than users — and only those sums are spread over their cells.
-func cellSumsSQL(gen uint64) string {
-	return fmt.Sprintf(`INSERT INTO cell_sums (gen, flag, variant, seg_prop, seg_value, n_state, s_state)
-SELECT gen, flag, variant, seg.1 AS seg_prop, seg.2 AS seg_value, sumState(toInt64(g_n)) AS n_state, sumForEachState(g_s) AS s_state
-FROM (
-  SELECT gen, flag, variant, seg_props, segs, sum(sign) AS g_n, sumForEach(arrayMap(v -> v * sign, s)) AS g_s
+// cellSumsSQL sums a build's contribution rows into generation gen's cells: the rows
+// summed per (flag, variant, set, day) — far fewer groups than rows — then joined to
+// their set's values and spread over their cells (the whole flag, each segment value and
+// each value's exposure-day cohort), as groupedSQL does.
+func (p *plan) cellSumsSQL(gen uint64) string {
+	keys := "gen, flag, variant, day"
+	v := ""
+	if p.hasSetValues() {
+		v = p.setValuesSQL("set_id")
+		keys = "gen, flag, variant, set_id, day"
+	}
+	rows := fmt.Sprintf(`(
+  SELECT %s, sum(sign) AS g_n, sumForEach(arrayMap(v -> v * sign, s)) AS g_s
   FROM contributions WHERE gen = %d AND built = 1
-  GROUP BY gen, flag, variant, seg_props, segs
-)
-ARRAY JOIN arrayConcat([('', '')], arrayMap((p, v) -> (p, v), seg_props, segs)) AS seg
+  GROUP BY %s
+) AS g`, keys, gen, keys)
+	if v != "" {
+		rows += "\nANY LEFT JOIN (" + v + ") AS ss USING set_id"
+	}
+	// Summed again per (flag, variant, day, segment values), as groupedSQL does, before
+	// the ARRAY JOIN spreads them.
+	values := strings.Join(slices.Concat([]string{"gen", "flag", "variant", "day"}, p.valueColumns()), ", ")
+	return fmt.Sprintf(`INSERT INTO cell_sums (gen, flag, variant, seg_prop, seg_value, n_state, s_state)
+SELECT gen, flag, variant, seg.1 AS seg_prop, seg.2 AS seg_value, sumState(toInt64(v_n)) AS n_state, sumForEachState(v_s) AS s_state
+FROM (SELECT %s, sum(g_n) AS v_n, sumForEach(g_s) AS v_s FROM %s GROUP BY %s)
+ARRAY JOIN %s AS seg
 WHERE seg.1 = '' OR seg.2 != ''
 GROUP BY gen, flag, variant, seg_prop, seg_value
-SETTINGS max_bytes_before_external_group_by = %d`, gen, externalGroupByBytes)
+SETTINGS max_bytes_before_external_group_by = %d`, values, rows, values, p.arrayJoinTuples("day"), externalGroupByBytes)
 }
 
 // generation is the current generation of a plan.

@@ -128,12 +128,11 @@ func assignmentsFinal() string {
 	return b.String()
 }
 
-// pairsSQL is the per-(flag, user) level of a pass: columns a_flag, a_variant, the
-// segment values a_s0… (keys), u_id, a_first, the measures m0…, q0… and the ratio
-// products r0….
+// pairsSQL is the per-(flag, user) level of a pass: columns a_flag, a_variant, a_set
+// (the first exposure's segment property set) and a_day (its day) — the keys — u_id,
+// a_first, the measures m0…, q0… and the ratio products r0….
 type pairsSQL struct {
 	sql, keys string
-	segTuples []string // ('', ''), (segment property, value column)… for ARRAY JOIN
 }
 
 // pairs builds the per-(flag, user) rows, for every user, or with touched (a table
@@ -204,30 +203,14 @@ func (p *plan) pairs(ratioPairs [][2]int, touched string) pairsSQL {
 		}
 	}
 
-	// Segment value columns of the assignment side: the exposure day from the first
-	// exposure, every other segment from the (flag, user)'s segment property set — a
-	// discovered property with its rare values folded into otherValue, so its cells
-	// stay few.
-	var segCols, setCols, segNames []string
-	segs := []string{"('', '')"}
-	for _, t := range p.segmentTuples() {
-		segs = append(segs, "("+t[0]+", "+t[1]+")")
+	// Per (flag, user) the segment values are two keys, the exposure day and the id of
+	// the first exposure's segment property set: the property values are read from the
+	// few sets once (flag, user) rows are summed by set (setValuesSQL). A plan without
+	// segment properties does not split rows by set.
+	keys := "a_flag, a_variant, a_set, a_day"
+	if !p.hasSetValues() {
+		keys = "a_flag, a_variant, a_day"
 	}
-	for i, s := range p.columns() {
-		if s == ExposureDay {
-			// A Date groups faster than its string; the few grouped rows convert it.
-			segCols = append(segCols, fmt.Sprintf("toDate(toDateTime(intDiv(a_first, 1000))) AS a_s%d", i))
-		} else {
-			segCols = append(segCols, fmt.Sprintf("a_s%d", i))
-			x := fmt.Sprintf("visitParamExtractString(segments, %s)", quote(s))
-			if i >= len(p.segments) {
-				x = p.discovered[i-len(p.segments)].fold(x)
-			}
-			setCols = append(setCols, fmt.Sprintf("%s AS a_s%d", x, i))
-		}
-		segNames = append(segNames, fmt.Sprintf("a_s%d", i))
-	}
-	keys := strings.Join(append([]string{"a_flag", "a_variant"}, segNames...), ", ")
 
 	// Per (flag, user): the measures, ratio products and first exposure.
 	b.WriteString("SELECT " + keys + ", u_id, a_first")
@@ -250,9 +233,9 @@ func (p *plan) pairs(ratioPairs [][2]int, touched string) pairsSQL {
 	for i, rp := range ratioPairs {
 		fmt.Fprintf(&b, ",\n  m%d * m%d AS r%d", rp[0], rp[1], i)
 	}
-	// The (flag, user) rows with their segment values: the segment property sets are
-	// few (users share them), so joining them is a small hash table.
-	b.WriteString("\nFROM (\n  SELECT " + strings.Join(append([]string{"a_flag", "u_id", "a_first", "a_variant"}, segCols...), ", "))
+	// The (flag, user) rows with their exposure day (a Date groups faster than its
+	// string; the few grouped rows convert it).
+	b.WriteString("\nFROM (\n  SELECT a_flag, u_id, a_first, a_variant, a_set, toDate(toDateTime(intDiv(a_first, 1000))) AS a_day")
 	if touched == "" {
 		b.WriteString("\n  FROM (\n" + assignmentsFinal() + "\n  ) AS a\n")
 	} else {
@@ -261,14 +244,11 @@ func (p *plan) pairs(ratioPairs [][2]int, touched string) pairsSQL {
 			"if(minMerge(low_state) = maxMerge(high_state), argMinMerge(variant_state), " + quote(Multiple) + ") AS a_variant, " +
 			"argMinMerge(segments_state) AS a_set\n    FROM assignment_state WHERE uh IN (SELECT uh FROM " + touched + ") GROUP BY flag, uh\n  ) AS a\n")
 	}
-	if len(setCols) > 0 {
-		b.WriteString("  ANY LEFT JOIN (SELECT id AS a_set, " + strings.Join(setCols, ", ") + " FROM segment_sets) AS ss USING a_set\n")
-	}
 	b.WriteString(") AS p\n")
 	b.WriteString("ANY LEFT JOIN (\n  SELECT cityHash64(distinct_id) AS u_id, " + strings.Join(userCols, ", ") + "\n  FROM (\n")
 	b.WriteString(strings.Join(branches, "\n  UNION ALL\n"))
 	b.WriteString("\n  ) GROUP BY u_id\n) AS u USING u_id")
-	return pairsSQL{sql: b.String(), keys: keys, segTuples: segs}
+	return pairsSQL{sql: b.String(), keys: keys}
 }
 
 // columns are the segment value columns of the pass query, a_s0… in order: the
@@ -292,65 +272,137 @@ func crossKey(flag, variant, prop, value, day string) cellKey {
 	return cellKey{flag, variant, crossPrefix + prop, day + "/" + value}
 }
 
-// segmentTuples are the (property, value) pairs, as SQL, that a (flag, user) row adds
-// to its cells besides the whole flag: each segment's value, and each value's
-// exposure-day cohort (crossKey). An empty value adds nothing.
-func (p *plan) segmentTuples() [][2]string {
-	cols := p.columns()
-	day := slices.Index(cols, ExposureDay)
+// segmentTuples are the (property, value) pairs, as SQL, that a row adds to its cells
+// besides the whole flag: each segment's value (column a_s<i> of setValuesSQL, or the
+// Date column day), and each value's exposure-day cohort (crossKey). An empty value
+// adds nothing.
+func (p *plan) segmentTuples(day string) [][2]string {
 	var out, crosses [][2]string
-	for i, s := range cols {
+	hasDay := slices.Contains(p.segments, ExposureDay)
+	for i, s := range p.columns() {
 		if s == ExposureDay {
-			out = append(out, [2]string{quote(s), fmt.Sprintf("toString(a_s%d)", i)})
+			out = append(out, [2]string{quote(s), fmt.Sprintf("toString(%s)", day)})
 			continue
 		}
 		out = append(out, [2]string{quote(s), fmt.Sprintf("a_s%d", i)})
-		if day >= 0 {
+		if hasDay {
 			crosses = append(crosses, [2]string{quote(crossPrefix + s),
-				fmt.Sprintf("if(a_s%d = '', '', concat(toString(a_s%d), '/', a_s%d))", i, day, i)})
+				fmt.Sprintf("if(a_s%d = '', '', concat(toString(%s), '/', a_s%d))", i, day, i)})
 		}
 	}
 	return append(out, crosses...)
+}
+
+// arrayJoinTuples is the ARRAY JOIN list of segmentTuples, led by the whole flag's pair
+// of empty strings.
+func (p *plan) arrayJoinTuples(day string) string {
+	segs := []string{"('', '')"}
+	for _, t := range p.segmentTuples(day) {
+		segs = append(segs, "("+t[0]+", "+t[1]+")")
+	}
+	return "[" + strings.Join(segs, ", ") + "]"
+}
+
+// setValuesSQL reads, per segment property set, the value of every segment column but
+// the exposure day: a_s<i> for column i of columns(), a discovered property's rare
+// values folded into otherValue; its id column is named id. It is "" when the plan has
+// no such column. Sets are few — users share them — so a pass joins them after summing
+// rows by set, never row by row, and reads the property values once per set (reading
+// all of them costs milliseconds: in the benchmark's 1 M users, a few hundred sets; a
+// filter by the sets a pass needs cost more than the whole read).
+func (p *plan) setValuesSQL(id string) string {
+	var cols []string
+	for i, s := range p.columns() {
+		if s == ExposureDay {
+			continue
+		}
+		x := fmt.Sprintf("visitParamExtractString(segments, %s)", quote(s))
+		if i >= len(p.segments) {
+			x = p.discovered[i-len(p.segments)].fold(x)
+		}
+		cols = append(cols, fmt.Sprintf("%s AS a_s%d", x, i))
+	}
+	if len(cols) == 0 {
+		return ""
+	}
+	// any(): before a merge, segment_sets may hold a set twice (the same set each time).
+	return fmt.Sprintf("SELECT %s, %s FROM (SELECT id AS %s, any(segments) AS segments FROM segment_sets GROUP BY id)",
+		id, strings.Join(cols, ", "), id)
+}
+
+// hasSetValues says whether the plan has segment columns besides the exposure day, so
+// its rows are keyed by segment property set.
+func (p *plan) hasSetValues() bool {
+	return slices.ContainsFunc(p.columns(), func(s string) bool { return s != ExposureDay })
+}
+
+// valueColumns are the columns setValuesSQL adds.
+func (p *plan) valueColumns() []string {
+	var out []string
+	for i, s := range p.columns() {
+		if s != ExposureDay {
+			out = append(out, fmt.Sprintf("a_s%d", i))
+		}
+	}
+	return out
 }
 
 // groupedSQL is the pass query that computes every cell from scratch. Shape (every name unique, because 18.16 does
 // not resolve table-qualified names across a JOIN):
 //
 //	per (flag, user hash): variant (Multiple for users who saw two or more), first
-//	  exposure — the assignment aggregate states merged by FINAL and finalized row by
-//	  row, read in parallel branches (see assignmentBranches)
-//	  ANY LEFT JOIN segment_sets: the segment values of the first exposure
+//	  exposure and the id of its segment property set — the assignment aggregate
+//	  states merged by FINAL and finalized row by row, read in parallel branches (see
+//	  assignmentBranches)
 //	ANY LEFT JOIN one row per user hash: the times (and summed property values) of the
 //	  user's events of each measured kind, as arrays — built from one FINAL
 //	  (deduplicated) read of each measured event's key range, so the hash table holds
 //	  users, not events
 //	→ per (flag, user) measures in window and in the pre-period, by array functions
-//	→ per (flag, variant, segment values) sums: n, Σx, Σx², Σpre, Σpre², Σx·pre, and
-//	  Σx·y for ratio pairs (far fewer rows than (flag, user) pairs)
-//	→ ARRAY JOIN over (total, each segment property) → per (flag, variant, segment) sums.
+//	→ per (flag, variant, set, exposure day) sums: n, Σx, Σx², Σpre, Σpre², Σx·pre, and
+//	  Σx·y for ratio pairs (far fewer rows than (flag, user) pairs; numeric keys)
+//	  ANY LEFT JOIN segment_sets: each set's segment values (setValuesSQL), read once
+//	  per set
+//	→ ARRAY JOIN over (total, each segment value, each value's exposure-day cohort) →
+//	  per (flag, variant, segment) sums.
 //
 // Memory grows with the users (the join's hash table: one row per user, holding the
-// times of their measured events) and with the (flag, variant, segment values) groups,
+// times of their measured events) and with the (flag, variant, set, day) groups,
 // never with the (flag, user) pairs or with events × flags. Results are those of the
 // per-(flag, user) GROUP BY this replaced, which needed more than 18.16's 10 GB limit
 // at 1 M users in 10–50 flags each.
 func (p *plan) groupedSQL(ratioPairs [][2]int) string {
 	ps := p.pairs(ratioPairs, "")
 	var b strings.Builder
-	b.WriteString("SELECT a_flag, a_variant, seg.1 AS seg_prop, seg.2 AS seg_value, sum(c_n) AS n")
+	// The sums of each level, by suffix: s_ per (flag, variant, set, day), v_ per (flag,
+	// variant, day, segment values).
+	var sums []string
 	for i := range p.measures {
-		fmt.Fprintf(&b, ", sum(s_x%d), sum(s_xx%d), sum(s_q%d), sum(s_qq%d), sum(s_xq%d)", i, i, i, i, i)
+		sums = append(sums, fmt.Sprintf("x%d", i), fmt.Sprintf("xx%d", i), fmt.Sprintf("q%d", i), fmt.Sprintf("qq%d", i), fmt.Sprintf("xq%d", i))
 	}
 	for i := range ratioPairs {
-		fmt.Fprintf(&b, ", sum(s_r%d)", i)
+		sums = append(sums, fmt.Sprintf("r%d", i))
 	}
 	for i := range p.measures {
-		fmt.Fprintf(&b, ", sum(s_b%d)", i)
+		sums = append(sums, fmt.Sprintf("b%d", i))
 	}
+	b.WriteString("SELECT a_flag, a_variant, seg.1 AS seg_prop, seg.2 AS seg_value, sum(v_n) AS n")
+	for _, x := range sums {
+		fmt.Fprintf(&b, ", sum(v_%s)", x)
+	}
+	// Rows summed per (flag, variant, set, day), joined to their set's values, and summed
+	// again per (flag, variant, day, values): sets differ in properties no segment reads,
+	// so the second sum leaves fewer rows for the ARRAY JOIN to spread over their cells.
+	values := strings.Join(slices.Concat([]string{"a_flag", "a_variant", "a_day"}, p.valueColumns()), ", ")
+	b.WriteString("\nFROM (\n  SELECT " + values + ", sum(c_n) AS v_n")
+	for _, x := range sums {
+		fmt.Fprintf(&b, ", sum(s_%s) AS v_%s", x, x)
+	}
+	b.WriteString(" FROM (")
 	// count(a_first), not count(): 18.16 prunes a subquery's columns that the query
 	// above does not name, and does not see names captured by lambdas, so a_first must be
 	// named here or the measures below lose it.
-	b.WriteString("\nFROM (\n  SELECT " + ps.keys + ", count(a_first) AS c_n")
+	b.WriteString("\n  SELECT " + ps.keys + ", count(a_first) AS c_n")
 	for i := range p.measures {
 		fmt.Fprintf(&b, ", sum(m%d) AS s_x%d, sum(m%d * m%d) AS s_xx%d, sum(q%d) AS s_q%d, sum(q%d * q%d) AS s_qq%d, sum(m%d * q%d) AS s_xq%d",
 			i, i, i, i, i, i, i, i, i, i, i, i, i)
@@ -362,7 +414,11 @@ func (p *plan) groupedSQL(ratioPairs [][2]int) string {
 		fmt.Fprintf(&b, ", sum(b%d) AS s_b%d", i, i)
 	}
 	b.WriteString("\n  FROM (\n" + ps.sql + "\n  )\n")
-	b.WriteString("  GROUP BY " + ps.keys + "\n)\nARRAY JOIN [" + strings.Join(ps.segTuples, ", ") + "] AS seg\n")
+	b.WriteString("  GROUP BY " + ps.keys + "\n  ) AS g")
+	if p.hasSetValues() {
+		b.WriteString("\n  ANY LEFT JOIN (" + p.setValuesSQL("a_set") + ") AS ss USING a_set")
+	}
+	b.WriteString("\n  GROUP BY " + values + "\n)\nARRAY JOIN " + p.arrayJoinTuples("a_day") + " AS seg\n")
 	b.WriteString("WHERE seg.1 = '' OR seg.2 != ''\nGROUP BY a_flag, a_variant, seg_prop, seg_value\n")
 	// The (flag, variant, segment values) groups are few for the usual segments, but
 	// segment properties of high cardinality could make them many: let them spill to

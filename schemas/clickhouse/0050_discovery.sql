@@ -31,6 +31,12 @@ ALTER TABLE analysis_generations ADD COLUMN {{.IfNotExists}}discovered String DE
 -- before.
 ALTER TABLE contributions ADD COLUMN {{.IfNotExists}}built UInt8 DEFAULT 0;
 
+-- A row's segment values as keys: the first exposure's segment property set and its day.
+-- The values themselves are read from segment_sets per set, so a build's rows carry no
+-- strings (spelling every row's values out cost a build several times its own query).
+ALTER TABLE contributions ADD COLUMN {{.IfNotExists}}set_id UInt64 DEFAULT 0;
+ALTER TABLE contributions ADD COLUMN {{.IfNotExists}}day Date DEFAULT toDate(0);
+
 DROP TABLE IF EXISTS cell_sums_mv;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS cell_sums_mv TO cell_sums AS
