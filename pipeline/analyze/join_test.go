@@ -32,7 +32,14 @@ var joinMetrics = []config.Metric{
 	{Name: "pageviews 1d", Kind: config.Count, Event: "$pageview", Window: 24 * time.Hour},
 	{Name: "revenue", Kind: config.Sum, Event: "purchase", Property: "revenue", Window: 7 * 24 * time.Hour},
 	{Name: "errors", Kind: config.Count, Event: "$exception", Window: 3 * 24 * time.Hour},
+	// Winsorized: a user's value counts at most the cap (in the window and the pre-period).
+	{Name: "pageviews 1d capped", Kind: config.Count, Event: "$pageview", Window: 24 * time.Hour, Cap: 2},
+	{Name: "revenue capped", Kind: config.Sum, Event: "purchase", Property: "revenue", Window: 7 * 24 * time.Hour, Cap: 50},
 }
+
+// capsBound counts, per capped metric, the users whose value the cap lowered in the
+// last bruteForce: the capped metrics must test a cap that binds.
+var capsBound = map[string]int{}
 
 const prePeriod = 7 * 24 * time.Hour
 
@@ -113,6 +120,12 @@ func bruteForce(t *testing.T, recs []synth.Record) map[statKey]stat {
 				if m.Kind == config.Conversion {
 					x, q = math.Min(x, 1), math.Min(q, 1)
 				}
+				if m.Cap > 0 {
+					if x > m.Cap || q > m.Cap {
+						capsBound[m.Name]++
+					}
+					x, q = math.Min(x, m.Cap), math.Min(q, m.Cap)
+				}
 				k := statKey{flag, a.variant, m.Name}
 				s := out[k]
 				s.n++
@@ -182,6 +195,9 @@ func referenceStats(t *testing.T, conn store.Conn, flags []string) map[statKey]s
 			x, q := fmt.Sprintf("sumIf(%s, %s)", val, in), fmt.Sprintf("sumIf(%s, %s)", val, pre)
 			if m.Kind == config.Conversion {
 				x, q = fmt.Sprintf("toFloat64(countIf(%s) > 0)", in), fmt.Sprintf("toFloat64(countIf(%s) > 0)", pre)
+			}
+			if m.Cap > 0 {
+				x, q = fmt.Sprintf("least(%s, %g)", x, m.Cap), fmt.Sprintf("least(%s, %g)", q, m.Cap)
 			}
 			rows, err := conn.Query(ctx, fmt.Sprintf(`
 				SELECT v0, toFloat64(count()), sum(x), sum(x * x), sum(q) FROM (
@@ -283,6 +299,11 @@ func TestJoinExactUnderAnyDelivery(t *testing.T) {
 	t.Logf("%d events", len(inOrder))
 	want := bruteForce(t, inOrder)
 	require.NotEmpty(t, want)
+	for _, m := range joinMetrics {
+		if m.Cap > 0 {
+			require.Positive(t, capsBound[m.Name], "%s: the cap binds for some users", m.Name)
+		}
+	}
 
 	rnd := rand.New(rand.NewPCG(1, 2))
 	shuffled := append([]synth.Record(nil), inOrder...)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,10 +21,23 @@ type measure struct {
 	event    string
 	property string
 	window   time.Duration
+	cap      float64 // > 0: a user's value counts at most this much
 }
 
 func (m measure) key() string {
-	return fmt.Sprintf("%s|%s|%s|%d", m.kind, m.event, m.property, m.window)
+	k := fmt.Sprintf("%s|%s|%s|%d", m.kind, m.event, m.property, m.window)
+	if m.cap > 0 {
+		k += fmt.Sprintf("|cap=%g", m.cap) // only then: uncapped plans keep their ids
+	}
+	return k
+}
+
+// capped limits a user's value x (SQL) to the measure's cap, if any.
+func (m measure) capped(x string) string {
+	if m.cap <= 0 {
+		return x
+	}
+	return fmt.Sprintf("least(%s, toFloat64(%s))", x, strconv.FormatFloat(m.cap, 'g', -1, 64))
 }
 
 // plan is the set of measures and segment properties of one pass.
@@ -69,9 +83,9 @@ func (p *plan) metricMeasures(m config.Metric, defWindow time.Duration) (int, in
 	case config.Ratio:
 		return p.add(measureOf(*m.Numerator, w)), p.add(measureOf(*m.Denominator, w))
 	case config.Sum:
-		return p.add(measure{kind: "sum", event: m.Event, property: m.Property, window: w}), -1
+		return p.add(measure{kind: "sum", event: m.Event, property: m.Property, window: w, cap: m.Cap}), -1
 	default:
-		return p.add(measure{kind: string(m.Kind), event: m.Event, window: w}), -1
+		return p.add(measure{kind: string(m.Kind), event: m.Event, window: w, cap: m.Cap}), -1
 	}
 }
 
@@ -221,13 +235,16 @@ func (p *plan) pairs(ratioPairs [][2]int, touched string) pairsSQL {
 		switch m.kind {
 		case "sum":
 			v := fmt.Sprintf("u_v%d_%d", k, props[m.property])
-			fmt.Fprintf(&b, ",\n  arraySum((x_t, x_v) -> if(%s AND isFinite(x_v), x_v, 0), u_t%d, %s) AS m%d, arraySum((x_t, x_v) -> if(%s AND isFinite(x_v), x_v, 0), u_t%d, %s) AS q%d",
-				in, k, v, i, inPre, k, v, i)
+			fmt.Fprintf(&b, ",\n  %s AS m%d, %s AS q%d",
+				m.capped(fmt.Sprintf("arraySum((x_t, x_v) -> if(%s AND isFinite(x_v), x_v, 0), u_t%d, %s)", in, k, v)), i,
+				m.capped(fmt.Sprintf("arraySum((x_t, x_v) -> if(%s AND isFinite(x_v), x_v, 0), u_t%d, %s)", inPre, k, v)), i)
 			fmt.Fprintf(&b, ",\n  toFloat64(arrayCount((x_t, x_v) -> %s AND NOT isFinite(x_v), u_t%d, %s)) AS b%d", in, k, v, i)
 		case "conversion":
 			fmt.Fprintf(&b, ",\n  toFloat64(arrayExists(x_t -> %s, u_t%d)) AS m%d, toFloat64(arrayExists(x_t -> %s, u_t%d)) AS q%d, toFloat64(0) AS b%d", in, k, i, inPre, k, i, i)
 		default:
-			fmt.Fprintf(&b, ",\n  toFloat64(arrayCount(x_t -> %s, u_t%d)) AS m%d, toFloat64(arrayCount(x_t -> %s, u_t%d)) AS q%d, toFloat64(0) AS b%d", in, k, i, inPre, k, i, i)
+			fmt.Fprintf(&b, ",\n  %s AS m%d, %s AS q%d, toFloat64(0) AS b%d",
+				m.capped(fmt.Sprintf("toFloat64(arrayCount(x_t -> %s, u_t%d))", in, k)), i,
+				m.capped(fmt.Sprintf("toFloat64(arrayCount(x_t -> %s, u_t%d))", inPre, k)), i, i)
 		}
 	}
 	for i, rp := range ratioPairs {

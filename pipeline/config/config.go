@@ -158,6 +158,10 @@ type Metric struct {
 	Denominator *Measure `yaml:"denominator"`
 	// Window is how long after first exposure a user's events count.
 	Window time.Duration `yaml:"window"`
+	// Cap, when set, is the most a user's value counts for (count and sum metrics): a few
+	// users with huge values would otherwise dominate the variance and make the normal
+	// approximations behind every interval and p-value wrong (winsorizing).
+	Cap float64 `yaml:"cap"`
 	// Goal defaults to increase, or to the direction opposite the guardrail limit.
 	Goal      Goal       `yaml:"goal"`
 	Guardrail *Guardrail `yaml:"guardrail"`

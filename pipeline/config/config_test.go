@@ -26,9 +26,11 @@ func TestLoadBadConfigs(t *testing.T) {
 		"duplicate_metric.yaml":     `testdata/duplicate_metric.yaml:5: flags[0].metrics[1].name: duplicate metric "purchase" (first at line 4)`,
 		"ratio_no_denominator.yaml": `testdata/ratio_no_denominator.yaml:4: flags[0].metrics[0]: kind ratio needs denominator`,
 		"sum_no_property.yaml":      `testdata/sum_no_property.yaml:2: core_metrics[0]: kind sum needs property`,
-		"bad_duration.yaml":         `testdata/bad_duration.yaml:2: defaults.pre_period: invalid duration "7 days" (want e.g. 90m, 36h or 7d)`,
-		"zero_window.yaml":          `testdata/zero_window.yaml:4: flags[0].metrics[0].window: must be > 0, got 0s`,
-		"syntax.yaml":               `testdata/syntax.yaml:1: invalid YAML: did not find expected '-' indicator`,
+		"bad_cap.yaml": `testdata/bad_cap.yaml:2: core_metrics[0].cap: only kinds count and sum take a cap (a conversion is 0 or 1 already)
+testdata/bad_cap.yaml:3: core_metrics[1].cap: must be a positive number, got -5`,
+		"bad_duration.yaml": `testdata/bad_duration.yaml:2: defaults.pre_period: invalid duration "7 days" (want e.g. 90m, 36h or 7d)`,
+		"zero_window.yaml":  `testdata/zero_window.yaml:4: flags[0].metrics[0].window: must be > 0, got 0s`,
+		"syntax.yaml":       `testdata/syntax.yaml:1: invalid YAML: did not find expected '-' indicator`,
 		"bad_alpha.yaml": `testdata/bad_alpha.yaml:2: defaults.alpha: must be between 0 and 1 (exclusive), got 1.5
 testdata/bad_alpha.yaml:3: defaults.min_users_per_variant: must be >= 1, got 0`,
 		"wrong_type.yaml": `testdata/wrong_type.yaml:2: defaults.alpha: want a number, got "high"

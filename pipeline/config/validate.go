@@ -218,6 +218,14 @@ func (d *decoder) checkMetric(mt *Metric, path string) {
 		d.invalid(path+".kind", "unknown kind %q (want conversion, count, sum or ratio)", mt.Kind)
 	}
 	d.checkPositive(path+".window", mt.Window)
+	if mt.Cap != 0 {
+		switch {
+		case mt.Kind != Count && mt.Kind != Sum:
+			d.invalid(path+".cap", "only kinds count and sum take a cap (a conversion is 0 or 1 already)")
+		case !(mt.Cap > 0) || math.IsInf(mt.Cap, 0):
+			d.invalid(path+".cap", "must be a positive number, got %v", mt.Cap)
+		}
+	}
 	if mt.Goal != Increase && mt.Goal != Decrease {
 		d.invalid(path+".goal", "unknown goal %q (want increase or decrease)", mt.Goal)
 	}
