@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -304,45 +305,13 @@ func TestDiscoveryFindsUnconfiguredHeterogeneity(t *testing.T) {
 // discovery, so its bound is α plus three standard errors of a proportion over 100
 // passes.
 func TestDiscoveryAAStaysQuiet(t *testing.T) {
-	var props []simProp
-	for i := range 20 {
-		k := 2 + i%4
-		p := simProp{name: fmt.Sprintf("prop_%02d", i)}
-		for j := range k {
-			p.values = append(p.values, fmt.Sprintf("v%d", j))
-			p.shares = append(p.shares, 1/float64(k))
-		}
-		props = append(props, p)
-	}
+	props := aaProps()
 	r := &simReader{rng: rand.New(rand.NewPCG(16, 2)), flags: []simFlag{{key: "aa", users: 12000, days: 1, props: props,
 		rate: func(string, map[string]string, int) float64 { return 0.2 }}}}
 	a := simAnalyzer(t, simMonitors, r)
 	const passes = 100
-	noisy, selected, tried := 0, 0, 0
-	for range passes {
-		pass, err := a.Run(context.Background())
-		require.NoError(t, err)
-		het := rowsWith(pass.Properties, Heterogeneity)
-		require.Len(t, het, 20)
-		for _, h := range het {
-			if h.P < a.Monitors.Defaults.Alpha {
-				selected++
-				break
-			}
-		}
-		found := len(rowsWith(pass.Rows, alert.SegmentDivergence)) > 0
-		for _, row := range pass.Rows {
-			if row.Discovered && (row.Decision == alert.Win || row.Decision == alert.Loss || row.Decision == alert.GuardrailBreach) {
-				found = true
-			}
-			if row.Segment == nil && row.Metric != "" {
-				tried = row.PropertiesTried
-			}
-		}
-		if found {
-			noisy++
-		}
-	}
+	c := runAA(t, a, passes)
+	noisy, selected, tried := c.noisy, c.selected, c.tried
 	require.Equal(t, 20, tried, "all 20 properties tried")
 	alpha := a.Monitors.Defaults.Alpha
 	bound := alpha + 3*math.Sqrt(alpha*(1-alpha)/passes)
@@ -361,16 +330,7 @@ func TestDiscoveryAAStaysQuiet(t *testing.T) {
 // `cap: 50` does in the pass query (TestJoinExactUnderAnyDelivery checks the query
 // caps). docs/statistics.md, "Heavy-tailed metrics".
 func TestDiscoveryAAStaysQuietOnSkewedCounts(t *testing.T) {
-	var props []simProp
-	for i := range 20 {
-		k := 2 + i%4
-		p := simProp{name: fmt.Sprintf("prop_%02d", i)}
-		for j := range k {
-			p.values = append(p.values, fmt.Sprintf("v%d", j))
-			p.shares = append(p.shares, 1/float64(k))
-		}
-		props = append(props, p)
-	}
+	props := aaProps()
 	for _, tc := range []struct {
 		name       string
 		sigma, cap float64
@@ -389,39 +349,9 @@ core_metrics:
   - {name: pageviews, kind: count, event: $pageview}
 `, r)
 			const passes = 100
-			noisy, selected, correlated, tried := 0, 0, 0, 0
-			for range passes {
-				pass, err := a.Run(context.Background())
-				require.NoError(t, err)
-				het := rowsWith(pass.Properties, Heterogeneity)
-				require.Len(t, het, 20)
-				for _, h := range het {
-					if h.P < a.Monitors.Defaults.Alpha {
-						selected++
-						break
-					}
-				}
-				corr := rowsWith(pass.Properties, Correlation)
-				require.NotEmpty(t, corr)
-				for _, c := range corr {
-					if strings.HasPrefix(c.Reason, "correlated:") {
-						correlated++
-						break
-					}
-				}
-				found := len(rowsWith(pass.Rows, alert.SegmentDivergence)) > 0
-				for _, row := range pass.Rows {
-					if row.Discovered && (row.Decision == alert.Win || row.Decision == alert.Loss || row.Decision == alert.GuardrailBreach) {
-						found = true
-					}
-					if row.Segment == nil && row.Metric == "pageviews" {
-						tried = row.PropertiesTried
-					}
-				}
-				if found {
-					noisy++
-				}
-			}
+			c := runAA(t, a, passes)
+			require.Equal(t, passes, c.withCorrelations, "every pass has correlation rows")
+			noisy, selected, correlated, tried := c.noisy, c.selected, c.correlated, c.tried
 			require.Equal(t, 20, tried, "all 20 properties tried")
 			alpha := a.Monitors.Defaults.Alpha
 			bound := alpha + 3*math.Sqrt(alpha*(1-alpha)/passes)
@@ -432,6 +362,66 @@ core_metrics:
 			require.LessOrEqual(t, float64(correlated)/passes, bound)
 		})
 	}
+}
+
+// aaProps are the A/A tests' 20 candidate properties, with 2 to 5 equally common values.
+func aaProps() []simProp {
+	var props []simProp
+	for i := range 20 {
+		k := 2 + i%4
+		p := simProp{name: fmt.Sprintf("prop_%02d", i)}
+		for j := range k {
+			p.values = append(p.values, fmt.Sprintf("v%d", j))
+			p.shares = append(p.shares, 1/float64(k))
+		}
+		props = append(props, p)
+	}
+	return props
+}
+
+// aaCounts are what an A/A Monte-Carlo counts over its passes.
+type aaCounts struct {
+	noisy            int // passes with a discovered divergence, win, loss or breach
+	selected         int // passes with a property selected as heterogeneous
+	correlated       int // passes with a value reported as correlated
+	withCorrelations int // passes with any correlation row
+	tried            int // properties tried, as the last pass's total rows say
+}
+
+// runAA runs passes passes of a (each a new simulated experiment) and counts them; every
+// pass must have one heterogeneity row per candidate property.
+func runAA(t *testing.T, a *Analyzer, passes int) aaCounts {
+	t.Helper()
+	var c aaCounts
+	for range passes {
+		pass, err := a.Run(context.Background())
+		require.NoError(t, err)
+		het := rowsWith(pass.Properties, Heterogeneity)
+		require.Len(t, het, 20)
+		if slices.ContainsFunc(het, func(h Row) bool { return h.P < a.Monitors.Defaults.Alpha }) {
+			c.selected++
+		}
+		corr := rowsWith(pass.Properties, Correlation)
+		if len(corr) > 0 {
+			c.withCorrelations++
+		}
+		if slices.ContainsFunc(corr, func(r Row) bool { return strings.HasPrefix(r.Reason, "correlated:") }) {
+			c.correlated++
+		}
+		found := len(rowsWith(pass.Rows, alert.SegmentDivergence)) > 0
+		for _, row := range pass.Rows {
+			if row.Discovered && (row.Decision == alert.Win || row.Decision == alert.Loss || row.Decision == alert.GuardrailBreach) {
+				found = true
+			}
+			if row.Segment == nil && row.Metric != "" {
+				c.tried = row.PropertiesTried
+			}
+		}
+		if found {
+			c.noisy++
+		}
+	}
+	return c
 }
 
 // plan = enterprise converts three times as often in both arms: a correlation with the

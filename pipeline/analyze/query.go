@@ -349,9 +349,7 @@ func (p *plan) setValuesSQL(id string) string {
 
 // hasSetValues says whether the plan has segment columns besides the exposure day, so
 // its rows are keyed by segment property set.
-func (p *plan) hasSetValues() bool {
-	return slices.ContainsFunc(p.columns(), func(s string) bool { return s != ExposureDay })
-}
+func (p *plan) hasSetValues() bool { return len(p.valueColumns()) > 0 }
 
 // valueColumns are the columns setValuesSQL adds.
 func (p *plan) valueColumns() []string {
