@@ -62,7 +62,7 @@ flags:
 
 // benchMonitorsWithout is benchMonitors without segments: none configured, discovery
 // off — the baseline of property discovery's cost.
-func benchMonitorsWithout(b *testing.B) *config.Monitors {
+func benchMonitorsWithout(b testing.TB) *config.Monitors {
 	m := benchMonitors(b)
 	m.Defaults.Segments, m.Defaults.AutoSegments = nil, false
 	for i := range m.Flags {
@@ -776,7 +776,7 @@ func benchSameCells(b *testing.B, ctx context.Context, a *Analyzer) {
 		b.Fatalf("current generation: %v", err)
 	}
 	p.discovered = g.discovered
-	got, err := readCells(ctx, a.Conn, g.gen, len(p.measures), len(ratioPairs))
+	got, err := readCells(ctx, a.Conn, p, g.gen, len(ratioPairs))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -80,7 +80,11 @@ func (p *plan) run(ctx context.Context, conn store.Conn, ratioPairs [][2]int) (m
 		}
 		out[k] = c
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read cohort statistics: %w", err)
+	}
+	p.derive(out)
+	return out, nil
 }
 
 // history reads alert_log once per pass: latches, dedup and rollbacks from one query.
@@ -189,24 +193,10 @@ func mergeCells(a, b map[cellKey]*cell) map[cellKey]*cell {
 		return b
 	}
 	for k, c := range b {
-		d := a[k]
-		if d == nil {
+		if d := a[k]; d != nil {
+			d.add(c, 1)
+		} else {
 			a[k] = c
-			continue
-		}
-		d.n += c.n
-		for i := range d.m {
-			d.m[i].sum += c.m[i].sum
-			d.m[i].sumSq += c.m[i].sumSq
-			d.m[i].pre += c.m[i].pre
-			d.m[i].preSq += c.m[i].preSq
-			d.m[i].cross += c.m[i].cross
-		}
-		for i := range d.ratios {
-			d.ratios[i] += c.ratios[i]
-		}
-		for i := range d.bad {
-			d.bad[i] += c.bad[i]
 		}
 	}
 	return a
@@ -364,7 +354,7 @@ func (s *chStore) cells(ctx context.Context, p *plan, ratioPairs [][2]int, passI
 	s.trimTouched(ctx, now)
 	var out map[cellKey]*cell
 	err = s.eachShard(ctx, func(ctx context.Context, sh store.Conn) error {
-		cs, err := readCells(ctx, sh, g.gen, len(p.measures), len(ratioPairs))
+		cs, err := readCells(ctx, sh, p, g.gen, len(ratioPairs))
 		out = mergeCells(out, cs)
 		return err
 	})
@@ -460,11 +450,12 @@ func (s *chStore) buildGeneration(ctx context.Context, p *plan, ratioPairs [][2]
 	return g, nil
 }
 
-// readCells reads generation gen's cells; each cell's summed terms are, per measure, Σx,
+// readCells reads generation gen's cells (with those derive adds); each cell's summed terms are, per measure, Σx,
 // Σx², Σq, Σq², Σx·q, then each ratio pair's Σx·y, then each measure's count of values
 // left out (see contributionsSQL). The terms come back as columns rather than one array
 // per cell: a pass reads tens of thousands of cells, and scanning an array allocates.
-func readCells(ctx context.Context, conn store.Conn, gen uint64, measures, ratios int) (map[cellKey]*cell, error) {
+func readCells(ctx context.Context, conn store.Conn, p *plan, gen uint64, ratios int) (map[cellKey]*cell, error) {
+	measures := len(p.measures)
 	terms := 5*measures + ratios + measures
 	cols := make([]string, terms)
 	for i := range cols {
@@ -497,7 +488,11 @@ func readCells(ctx context.Context, conn store.Conn, gen uint64, measures, ratio
 		copy(c.bad, vals[5*measures+ratios:])
 		out[k] = c
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read cells: %w", err)
+	}
+	p.derive(out)
+	return out, nil
 }
 
 // discoveryRefresh is how old a generation may get before a pass checks whether property

@@ -3,7 +3,6 @@ package analyze
 import (
 	"fmt"
 	"hash/fnv"
-	"slices"
 	"strings"
 	"time"
 )
@@ -39,8 +38,9 @@ func (p *plan) id(ratioPairs [][2]int) uint64 {
 	h := fnv.New64a()
 	// v2: excluded-value counts after the ratio terms; v3: segment values' exposure-day
 	// cohorts, and the discovered properties of each generation after the configured;
-	// v4: rows keyed by segment property set and exposure day (set_id, day).
-	fmt.Fprintf(h, "v4|pre=%d|", p.pre)
+	// v4: rows keyed by segment property set and exposure day (set_id, day); v5: the
+	// whole flag's and segment values' cells derived from the exposure-day ones (derive).
+	fmt.Fprintf(h, "v5|pre=%d|", p.pre)
 	for _, m := range p.measures {
 		fmt.Fprintf(h, "m=%s|", m.key())
 	}
@@ -74,19 +74,16 @@ func (p *plan) contributionsSQL(ratioPairs [][2]int, gen uint64, touched string)
 		terms = append(terms, fmt.Sprintf("b%d", i))
 	}
 	// A row's segment values are its set and its exposure day. The view that sums rows
-	// into cells as they are inserted needs them spelled out — property names and values,
-	// each value's cohort — so a pass's rows carry them; a build's are many, cost several
-	// times the build's query to spell out, and are summed by cellSumsSQL instead: they
-	// are marked built, which the view skips, and carry none.
+	// into cells as they are inserted needs its cells spelled out (spread), so a pass's
+	// rows carry them; a build's are many, cost several times the build's query to spell
+	// out, and are summed by cellSumsSQL instead: they are marked built, which the view
+	// skips, and carry none.
 	props, segs := "emptyArrayString()", "emptyArrayString()"
 	spelled := func(day string) (string, string) {
 		var ps, vs []string
-		for _, t := range p.segmentTuples(day) {
-			ps = append(ps, t[0])
-			vs = append(vs, t[1])
-		}
-		if len(ps) == 0 {
-			return "emptyArrayString()", "emptyArrayString()"
+		for i, c := range p.spread() {
+			ps = append(ps, quote(c.prop))
+			vs = append(vs, p.spelled(c, i == 0, day))
 		}
 		return "[" + strings.Join(ps, ", ") + "]", "[" + strings.Join(vs, ", ") + "]"
 	}
@@ -134,33 +131,31 @@ func (p *plan) contributionsSQL(ratioPairs [][2]int, gen uint64, touched string)
 
 // cellSumsSQL sums a build's contribution rows into generation gen's cells: the rows
 // summed per (flag, variant, set, day) — far fewer groups than rows — then joined to
-// their set's values and spread over their cells (the whole flag, each segment value and
-// each value's exposure-day cohort), as groupedSQL does.
+// their set's values and spread over their cells, as groupedSQL does.
 func (p *plan) cellSumsSQL(gen uint64) string {
-	keys := "gen, flag, variant, day"
+	keys := "day"
 	v := ""
 	if p.hasSetValues() {
 		v = p.setValuesSQL("set_id")
-		keys = "gen, flag, variant, set_id, day"
+		keys = "set_id, day"
 	}
 	rows := fmt.Sprintf(`(
-  SELECT %s, sum(sign) AS g_n, sumForEach(arrayMap(v -> v * sign, s)) AS g_s
+  SELECT gen, cityHash64(flag, variant) AS fv, any(flag) AS c_flag, any(variant) AS c_variant, %s,
+    sum(sign) AS g_n, sumForEach(arrayMap(v -> v * sign, s)) AS g_s
   FROM contributions WHERE gen = %d AND built = 1
-  GROUP BY %s
+  GROUP BY gen, fv, %s
 ) AS g`, keys, gen, keys)
 	if v != "" {
 		rows += "\nANY LEFT JOIN (" + v + ") AS ss USING set_id"
 	}
-	// Summed again per (flag, variant, day, segment values), as groupedSQL does, before
-	// the ARRAY JOIN spreads them.
-	values := strings.Join(slices.Concat([]string{"gen", "flag", "variant", "day"}, p.valueColumns()), ", ")
+	sp := p.spreadSQL("day")
 	return fmt.Sprintf(`INSERT INTO cell_sums (gen, flag, variant, seg_prop, seg_value, n_state, s_state)
-SELECT gen, flag, variant, seg.1 AS seg_prop, seg.2 AS seg_value, sumState(toInt64(v_n)) AS n_state, sumForEachState(v_s) AS s_state
-FROM (SELECT %s, sum(g_n) AS v_n, sumForEach(g_s) AS v_s FROM %s GROUP BY %s)
-ARRAY JOIN %s AS seg
-WHERE seg.1 = '' OR seg.2 != ''
-GROUP BY gen, flag, variant, seg_prop, seg_value
-SETTINGS max_bytes_before_external_group_by = %d`, values, rows, values, p.arrayJoinTuples("day"), externalGroupByBytes)
+SELECT gen, any(c_flag), any(c_variant), %s, %s, sumState(toInt64(g_n)), sumForEachState(g_s)
+FROM (SELECT * FROM %s)
+%s
+WHERE %s
+GROUP BY gen, fv, %s
+SETTINGS max_bytes_before_external_group_by = %d`, sp.prop, sp.value, rows, sp.arrayJoin, sp.where, sp.keys, externalGroupByBytes)
 }
 
 // generation is the current generation of a plan.

@@ -289,35 +289,116 @@ func crossKey(flag, variant, prop, value, day string) cellKey {
 	return cellKey{flag, variant, crossPrefix + prop, day + "/" + value}
 }
 
-// segmentTuples are the (property, value) pairs, as SQL, that a row adds to its cells
-// besides the whole flag: each segment's value (column a_s<i> of setValuesSQL, or the
-// Date column day), and each value's exposure-day cohort (crossKey). An empty value
-// adds nothing.
-func (p *plan) segmentTuples(day string) [][2]string {
-	var out, crosses [][2]string
-	hasDay := slices.Contains(p.segments, ExposureDay)
-	for i, s := range p.columns() {
-		if s == ExposureDay {
-			out = append(out, [2]string{quote(s), fmt.Sprintf("toString(%s)", day)})
-			continue
-		}
-		out = append(out, [2]string{quote(s), fmt.Sprintf("a_s%d", i)})
-		if hasDay {
-			crosses = append(crosses, [2]string{quote(crossPrefix + s),
-				fmt.Sprintf("if(a_s%d = '', '', concat(toString(%s), '/', a_s%d))", i, day, i)})
-		}
-	}
-	return append(out, crosses...)
+// hasDay says whether the plan has exposure-day cohorts (every analyzer pass's plan
+// does). Then the pass query computes only the cells that partition a flag's users finely
+// — each exposure day, and each segment value's exposure-day cohorts — and derive adds
+// the whole flag (the sum of its days) and each segment value (the sum of its cohorts):
+// half the cells to spread each row over, in the query, the incremental view and the
+// reads.
+func (p *plan) hasDay() bool { return slices.Contains(p.segments, ExposureDay) }
+
+// spreadCell is one cell a summed row of the pass adds to: its property, a constant,
+// and its value's SQL: the segment value (a_s<i> of setValuesSQL) or, for the first cell,
+// the empty string.
+type spreadCell struct {
+	prop, value string
 }
 
-// arrayJoinTuples is the ARRAY JOIN list of segmentTuples, led by the whole flag's pair
-// of empty strings.
-func (p *plan) arrayJoinTuples(day string) string {
-	segs := []string{"('', '')"}
-	for _, t := range p.segmentTuples(day) {
-		segs = append(segs, "("+t[0]+", "+t[1]+")")
+// spread lists the cells each row adds to, the first being the row's exposure day with
+// day cohorts (the whole flag without them); the others are, per segment column, the
+// value's exposure-day cohort (the value itself without day cohorts). A cell whose
+// value is empty is left out.
+func (p *plan) spread() []spreadCell {
+	day := p.hasDay()
+	out := []spreadCell{{prop: "", value: "''"}}
+	if day {
+		out[0].prop = ExposureDay
 	}
-	return "[" + strings.Join(segs, ", ") + "]"
+	for i, s := range p.columns() {
+		if s == ExposureDay {
+			continue
+		}
+		c := spreadCell{prop: s, value: fmt.Sprintf("a_s%d", i)}
+		if day {
+			c.prop = crossPrefix + s
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// spelled is cell c's value as its key spells it, in SQL, for a row whose exposure day
+// is the Date column day: the first cell's is the day (empty without day cohorts), a cohort's
+// day/value (empty when the row has no value).
+func (p *plan) spelled(c spreadCell, first bool, day string) string {
+	switch {
+	case !p.hasDay():
+		return c.value
+	case first:
+		return fmt.Sprintf("toString(%s)", day)
+	default:
+		return fmt.Sprintf("if(%s = '', '', concat(toString(%s), '/', %s))", c.value, day, c.value)
+	}
+}
+
+// spreadSQL is how grouped and cell-sum queries spread summed rows over their cells: an
+// ARRAY JOIN over (cell number, value hash, value) — numbers group far faster than the
+// strings of the cells' keys — its filter, the extra GROUP BY keys, and the expressions
+// that name each cell (seg_prop, seg_value) once the rows are grouped.
+type spreadSQL struct {
+	arrayJoin, where, keys, prop, value string
+}
+
+func (p *plan) spreadSQL(day string) spreadSQL {
+	cells := p.spread()
+	var tuples, props []string
+	for i, c := range cells {
+		tuples = append(tuples, fmt.Sprintf("(toUInt8(%d), cityHash64(%s), %s)", i, c.value, c.value))
+		props = append(props, quote(c.prop))
+	}
+	out := spreadSQL{
+		arrayJoin: "ARRAY JOIN [" + strings.Join(tuples, ", ") + "] AS seg",
+		where:     "seg.1 = 0 OR seg.3 != ''",
+		keys:      "seg.1, seg.2",
+		prop:      fmt.Sprintf("[%s][seg.1 + 1]", strings.Join(props, ", ")),
+		value:     "any(seg.3)",
+	}
+	if p.hasDay() {
+		out.keys = day + ", " + out.keys
+		out.value = fmt.Sprintf("if(seg.1 = 0, toString(%s), concat(toString(%s), '/', any(seg.3)))", day, day)
+	}
+	return out
+}
+
+// derive adds to a pass's cells those the query leaves out (hasDay): per flag and
+// variant the whole flag, the sum of its exposure-day cells, and each segment value, the
+// sum of its exposure-day cohorts.
+func (p *plan) derive(cells map[cellKey]*cell) {
+	if !p.hasDay() {
+		return
+	}
+	sums := map[cellKey]*cell{}
+	add := func(k cellKey, c *cell) {
+		d := sums[k]
+		if d == nil {
+			d = &cell{m: make([]moments, len(c.m)), ratios: make([]float64, len(c.ratios)), bad: make([]float64, len(c.bad))}
+			sums[k] = d
+		}
+		d.add(c, 1)
+	}
+	for k, c := range cells {
+		switch {
+		case k.segProp == ExposureDay:
+			add(cellKey{k.flag, k.variant, "", ""}, c)
+		case strings.HasPrefix(k.segProp, crossPrefix):
+			if _, v, ok := strings.Cut(k.segValue, "/"); ok {
+				add(cellKey{k.flag, k.variant, k.segProp[len(crossPrefix):], v}, c)
+			}
+		}
+	}
+	for k, c := range sums {
+		cells[k] = c
+	}
 }
 
 // setValuesSQL reads, per segment property set, the value of every segment column but
@@ -375,11 +456,13 @@ func (p *plan) valueColumns() []string {
 //	  users, not events
 //	→ per (flag, user) measures in window and in the pre-period, by array functions
 //	→ per (flag, variant, set, exposure day) sums: n, Σx, Σx², Σpre, Σpre², Σx·pre, and
-//	  Σx·y for ratio pairs (far fewer rows than (flag, user) pairs; numeric keys)
+//	  Σx·y for ratio pairs (far fewer rows than (flag, user) pairs), grouped by numbers:
+//	  a hash of (flag, variant) instead of the two strings
 //	  ANY LEFT JOIN segment_sets: each set's segment values (setValuesSQL), read once
 //	  per set
-//	→ ARRAY JOIN over (total, each segment value, each value's exposure-day cohort) →
-//	  per (flag, variant, segment) sums.
+//	→ ARRAY JOIN over the cells of spread (exposure day, each value's exposure-day
+//	  cohort), by number → per (flag, variant, cell) sums; derive adds the whole flag
+//	  and each value.
 //
 // Memory grows with the users (the join's hash table: one row per user, holding the
 // times of their measured events) and with the (flag, variant, set, day) groups,
@@ -389,8 +472,7 @@ func (p *plan) valueColumns() []string {
 func (p *plan) groupedSQL(ratioPairs [][2]int) string {
 	ps := p.pairs(ratioPairs, "")
 	var b strings.Builder
-	// The sums of each level, by suffix: s_ per (flag, variant, set, day), v_ per (flag,
-	// variant, day, segment values).
+	// The sums, named s_… per (flag, variant, set, day).
 	var sums []string
 	for i := range p.measures {
 		sums = append(sums, fmt.Sprintf("x%d", i), fmt.Sprintf("xx%d", i), fmt.Sprintf("q%d", i), fmt.Sprintf("qq%d", i), fmt.Sprintf("xq%d", i))
@@ -401,23 +483,20 @@ func (p *plan) groupedSQL(ratioPairs [][2]int) string {
 	for i := range p.measures {
 		sums = append(sums, fmt.Sprintf("b%d", i))
 	}
-	b.WriteString("SELECT a_flag, a_variant, seg.1 AS seg_prop, seg.2 AS seg_value, sum(v_n) AS n")
+	sp := p.spreadSQL("a_day")
+	fmt.Fprintf(&b, "SELECT any(g_flag) AS a_flag, any(g_variant) AS a_variant, %s AS seg_prop, %s AS seg_value, sum(s_n) AS n", sp.prop, sp.value)
 	for _, x := range sums {
-		fmt.Fprintf(&b, ", sum(v_%s)", x)
+		fmt.Fprintf(&b, ", sum(s_%s)", x)
 	}
-	// Rows summed per (flag, variant, set, day), joined to their set's values, and summed
-	// again per (flag, variant, day, values): sets differ in properties no segment reads,
-	// so the second sum leaves fewer rows for the ARRAY JOIN to spread over their cells.
-	values := strings.Join(slices.Concat([]string{"a_flag", "a_variant", "a_day"}, p.valueColumns()), ", ")
-	b.WriteString("\nFROM (\n  SELECT " + values + ", sum(c_n) AS v_n")
-	for _, x := range sums {
-		fmt.Fprintf(&b, ", sum(s_%s) AS v_%s", x, x)
+	keys := "fv, a_day"
+	if p.hasSetValues() {
+		keys = "fv, a_set, a_day"
 	}
-	b.WriteString(" FROM (")
 	// count(a_first), not count(): 18.16 prunes a subquery's columns that the query
 	// above does not name, and does not see names captured by lambdas, so a_first must be
 	// named here or the measures below lose it.
-	b.WriteString("\n  SELECT " + ps.keys + ", count(a_first) AS c_n")
+	b.WriteString("\nFROM (\n  SELECT * FROM (\n  SELECT cityHash64(a_flag, a_variant) AS fv, any(a_flag) AS g_flag, any(a_variant) AS g_variant, " +
+		strings.TrimPrefix(keys, "fv, ") + ", count(a_first) AS s_n")
 	for i := range p.measures {
 		fmt.Fprintf(&b, ", sum(m%d) AS s_x%d, sum(m%d * m%d) AS s_xx%d, sum(q%d) AS s_q%d, sum(q%d * q%d) AS s_qq%d, sum(m%d * q%d) AS s_xq%d",
 			i, i, i, i, i, i, i, i, i, i, i, i, i)
@@ -429,14 +508,12 @@ func (p *plan) groupedSQL(ratioPairs [][2]int) string {
 		fmt.Fprintf(&b, ", sum(b%d) AS s_b%d", i, i)
 	}
 	b.WriteString("\n  FROM (\n" + ps.sql + "\n  )\n")
-	b.WriteString("  GROUP BY " + ps.keys + "\n  ) AS g")
+	b.WriteString("  GROUP BY " + keys + "\n  ) AS g")
 	if p.hasSetValues() {
 		b.WriteString("\n  ANY LEFT JOIN (" + p.setValuesSQL("a_set") + ") AS ss USING a_set")
 	}
-	b.WriteString("\n  GROUP BY " + values + "\n)\nARRAY JOIN " + p.arrayJoinTuples("a_day") + " AS seg\n")
-	b.WriteString("WHERE seg.1 = '' OR seg.2 != ''\nGROUP BY a_flag, a_variant, seg_prop, seg_value\n")
-	// The (flag, variant, segment values) groups are few for the usual segments, but
-	// segment properties of high cardinality could make them many: let them spill to
+	b.WriteString("\n)\n" + sp.arrayJoin + "\nWHERE " + sp.where + "\nGROUP BY fv, " + sp.keys + "\n")
+	// The (flag, variant, set, day) groups are many when sets are: let them spill to
 	// disk rather than fail the pass.
 	fmt.Fprintf(&b, "SETTINGS max_bytes_before_external_group_by = %d, max_block_size = %d", externalGroupByBytes, stateBlockRows)
 	return b.String()
