@@ -707,12 +707,20 @@ func (a *Analyzer) segmentShifts(m *monitor, props []property, cells map[cellKey
 			}
 			return momentsOf(c, mp, pre)
 		}
+		// The flag's day cohorts, once per metric: every value's rest is taken from them.
+		days := make([][]stats.Moments, len(order))
+		for di := range days {
+			days[di] = make([]stats.Moments, len(m.variants))
+			for vi, c := range dayCells[di] {
+				days[di][vi] = of(c)
+			}
+		}
 		// rest is the day's cohort of a variant less the segment's part of it.
-		rest := func(all *cell, seg stats.Moments) stats.Moments {
-			if all == nil || int64(all.n) < seg.N {
+		rest := func(all stats.Moments, seg stats.Moments) stats.Moments {
+			if all.N == 0 || all.N < seg.N {
 				return stats.Moments{}
 			}
-			return minus(momentsOf(all, mp, pre), seg)
+			return minus(all, seg)
 		}
 		for vi := 1; vi < len(m.variants); vi++ {
 			for _, p := range props {
@@ -728,7 +736,7 @@ func (a *Analyzer) segmentShifts(m *monitor, props []property, cells map[cellKey
 						if !ok {
 							continue
 						}
-						others, ok := lift(rest(dayCells[di][0], c), rest(dayCells[di][vi], t))
+						others, ok := lift(rest(days[di][0], c), rest(days[di][vi], t))
 						if !ok {
 							continue
 						}

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"gonum.org/v1/gonum/stat/distuv"
 )
 
 // Reference values below come from GrowthBook's gbstats test suite,
@@ -367,6 +368,17 @@ func TestTQuantileMatchesGonum(t *testing.T) {
 		for _, p := range []float64{0.5, 0.6, 0.9, 0.95, 0.975, 0.995, 0.9995, 0.025} {
 			want := studentsT(dof).Quantile(p)
 			require.InDelta(t, want, tQuantile(p, dof), 1e-9*math.Max(1, math.Abs(want)), "dof=%g p=%g", dof, p)
+		}
+	}
+	// From cornishFisherDOF on, the expansion agrees with Newton's root out to the 6σ where
+	// it stops. The root is found in the lower tail (by symmetry), where the CDF is small
+	// and keeps its digits; 1 − p is exact (Sterbenz). Past 10⁴ degrees of freedom the
+	// incomplete beta Newton needs loses digits itself (the 1e-9 check above holds).
+	for _, dof := range []float64{cornishFisherDOF, 4321.5, 1e4} {
+		for _, p := range []float64{0.6, 0.9, 0.975, 0.9995, 1 - 1e-6, 1 - 1e-9} {
+			q := 1 - p
+			want := -tQuantileNewton(q, distuv.UnitNormal.Quantile(q), dof)
+			require.InDelta(t, want, tQuantile(p, dof), 1e-12*math.Max(1, math.Abs(want)), "dof=%g p=%g", dof, p)
 		}
 	}
 	// Textbook table values (e.g. any t table): t₀.₉₇₅ with 10 and 30 df.
