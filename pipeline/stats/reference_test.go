@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	"gonum.org/v1/gonum/stat/distuv"
 )
 
 // Reference values below come from GrowthBook's gbstats test suite,
@@ -370,15 +369,27 @@ func TestTQuantileMatchesGonum(t *testing.T) {
 			require.InDelta(t, want, tQuantile(p, dof), 1e-9*math.Max(1, math.Abs(want)), "dof=%g p=%g", dof, p)
 		}
 	}
-	// From cornishFisherDOF on, the expansion agrees with Newton's root out to the 6σ where
-	// it stops. The root is found in the lower tail (by symmetry), where the CDF is small
-	// and keeps its digits; 1 − p is exact (Sterbenz). Past 10⁴ degrees of freedom the
-	// incomplete beta Newton needs loses digits itself (the 1e-9 check above holds).
-	for _, dof := range []float64{cornishFisherDOF, 4321.5, 1e4} {
-		for _, p := range []float64{0.6, 0.9, 0.975, 0.9995, 1 - 1e-6, 1 - 1e-9} {
-			q := 1 - p
-			want := -tQuantileNewton(q, distuv.UnitNormal.Quantile(q), dof)
-			require.InDelta(t, want, tQuantile(p, dof), 1e-12*math.Max(1, math.Abs(want)), "dof=%g p=%g", dof, p)
+	// From cornishFisherDOF on, the Cornish–Fisher expansion against the quantile solved to
+	// 50 digits (mpmath 1.3: findroot on 1 − I_{ν/(ν+t²)}(ν/2, ½)/2 = p, p the float64
+	// below). It is within 1e-15; the Newton root on gonum's incomplete beta it replaced
+	// was off by up to 1e-10 at these degrees of freedom.
+	ps := []float64{0.6, 0.9, 0.975, 0.9995, 1 - 1e-6, 1 - 1e-9}
+	for _, r := range []struct {
+		dof float64
+		q   []float64
+	}{
+		{2000, []float64{0.25338080682066533226, 1.2819750006831373744, 1.96115082609943765, 3.2953981367297707478, 4.7674801453877608097, 6.0256375756992788262}},
+		{4321.5, []float64{0.25336270061409456457, 1.2817474967920158373, 1.9605130819591340456, 3.2927796021900306447, 4.75992037884760198, 6.010659573559604719}},
+		{10000.0, []float64{0.25335384344572679407, 1.2816362297304776706, 1.9602012398906258778, 3.2914999659416356914, 4.7562296850509578241, 6.0033554525536179425}},
+		{19998.7, []float64{0.25335047348313693427, 1.2815938989619805208, 1.9600826128694349513, 3.2910133149964628438, 4.7548267267954607423, 6.000580314426422737}},
+		{100000.0, []float64{0.25334777715717988552, 1.2815600314493611406, 1.9599877075346092587, 3.2906240314119136577, 4.7537047163854760717, 5.9983614662742779492}},
+		{1000000.0, []float64{0.253347170537841622, 1.2815524121299386069, 1.9599663568141066553, 3.2905364612487221165, 4.753452348273869515, 5.9978624603049711251}},
+		{10000000.0, []float64{0.25334710987600296805, 1.2815516502030830147, 1.9599642217672051104, 3.2905277044652534353, 4.7534271127497658626, 5.997812563632333787}},
+	} {
+		require.GreaterOrEqual(t, r.dof, float64(cornishFisherDOF))
+		for i, p := range ps {
+			require.InDelta(t, r.q[i], tQuantile(p, r.dof), 1e-15*r.q[i], "dof=%g p=%g", r.dof, p)
+			require.InDelta(t, -r.q[i], tQuantile(1-p, r.dof), 1e-15*r.q[i], "dof=%g p=%g", r.dof, 1-p)
 		}
 	}
 	// Textbook table values (e.g. any t table): t₀.₉₇₅ with 10 and 30 df.
