@@ -472,22 +472,37 @@ func (p *plan) valueColumns() []string {
 func (p *plan) groupedSQL(ratioPairs [][2]int) string {
 	ps := p.pairs(ratioPairs, "")
 	var b strings.Builder
-	// The sums, named s_… per (flag, variant, set, day).
-	var sums []string
-	for i := range p.measures {
-		sums = append(sums, fmt.Sprintf("x%d", i), fmt.Sprintf("xx%d", i), fmt.Sprintf("q%d", i), fmt.Sprintf("qq%d", i), fmt.Sprintf("xq%d", i))
+	// The sums per (flag, variant, set, day), s_…, and the pass's columns made of them
+	// (cell's order: per measure Σx, Σx², Σq, Σq², Σx·q; ratio products; per measure the
+	// values left out). Groups are many, and each sum is a state in every one of them, so
+	// sums that are known are not kept: a conversion is 0 or 1, its squares are itself;
+	// only sum measures leave values out.
+	var inner, outer []string
+	for i, m := range p.measures {
+		inner = append(inner, fmt.Sprintf("sum(m%d) AS s_x%d", i, i), fmt.Sprintf("sum(q%d) AS s_q%d", i, i), fmt.Sprintf("sum(m%d * q%d) AS s_xq%d", i, i, i))
+		xx, qq := fmt.Sprintf("s_xx%d", i), fmt.Sprintf("s_qq%d", i)
+		if m.kind == "conversion" {
+			xx, qq = fmt.Sprintf("s_x%d", i), fmt.Sprintf("s_q%d", i)
+		} else {
+			inner = append(inner, fmt.Sprintf("sum(m%d * m%d) AS s_xx%d", i, i, i), fmt.Sprintf("sum(q%d * q%d) AS s_qq%d", i, i, i))
+		}
+		outer = append(outer, fmt.Sprintf("sum(s_x%d)", i), "sum("+xx+")", fmt.Sprintf("sum(s_q%d)", i), "sum("+qq+")", fmt.Sprintf("sum(s_xq%d)", i))
 	}
 	for i := range ratioPairs {
-		sums = append(sums, fmt.Sprintf("r%d", i))
+		inner = append(inner, fmt.Sprintf("sum(r%d) AS s_r%d", i, i))
+		outer = append(outer, fmt.Sprintf("sum(s_r%d)", i))
 	}
-	for i := range p.measures {
-		sums = append(sums, fmt.Sprintf("b%d", i))
+	for i, m := range p.measures {
+		if m.kind != "sum" {
+			outer = append(outer, "toFloat64(0)")
+			continue
+		}
+		inner = append(inner, fmt.Sprintf("sum(b%d) AS s_b%d", i, i))
+		outer = append(outer, fmt.Sprintf("sum(s_b%d)", i))
 	}
 	sp := p.spreadSQL("a_day")
-	fmt.Fprintf(&b, "SELECT any(g_flag) AS a_flag, any(g_variant) AS a_variant, %s AS seg_prop, %s AS seg_value, sum(s_n) AS n", sp.prop, sp.value)
-	for _, x := range sums {
-		fmt.Fprintf(&b, ", sum(s_%s)", x)
-	}
+	fmt.Fprintf(&b, "SELECT any(g_flag) AS a_flag, any(g_variant) AS a_variant, %s AS seg_prop, %s AS seg_value, sum(s_n) AS n, %s",
+		sp.prop, sp.value, strings.Join(outer, ", "))
 	keys := "fv, a_day"
 	if p.hasSetValues() {
 		keys = "fv, a_set, a_day"
@@ -497,15 +512,8 @@ func (p *plan) groupedSQL(ratioPairs [][2]int) string {
 	// named here or the measures below lose it.
 	b.WriteString("\nFROM (\n  SELECT * FROM (\n  SELECT cityHash64(a_flag, a_variant) AS fv, any(a_flag) AS g_flag, any(a_variant) AS g_variant, " +
 		strings.TrimPrefix(keys, "fv, ") + ", count(a_first) AS s_n")
-	for i := range p.measures {
-		fmt.Fprintf(&b, ", sum(m%d) AS s_x%d, sum(m%d * m%d) AS s_xx%d, sum(q%d) AS s_q%d, sum(q%d * q%d) AS s_qq%d, sum(m%d * q%d) AS s_xq%d",
-			i, i, i, i, i, i, i, i, i, i, i, i, i)
-	}
-	for i := range ratioPairs {
-		fmt.Fprintf(&b, ", sum(r%d) AS s_r%d", i, i)
-	}
-	for i := range p.measures {
-		fmt.Fprintf(&b, ", sum(b%d) AS s_b%d", i, i)
+	for _, x := range inner {
+		b.WriteString(", " + x)
 	}
 	b.WriteString("\n  FROM (\n" + ps.sql + "\n  )\n")
 	b.WriteString("  GROUP BY " + keys + "\n  ) AS g")
