@@ -450,9 +450,9 @@ func (s *chStore) buildGeneration(ctx context.Context, p *plan, ratioPairs [][2]
 	return g, nil
 }
 
-// readCells reads generation gen's cells (with those derive adds); each cell's summed terms are, per measure, Σx,
-// Σx², Σq, Σq², Σx·q, then each ratio pair's Σx·y, then each measure's count of values
-// left out (see contributionsSQL). The terms come back as columns rather than one array
+// readCells reads generation gen's cells, with those derive adds; each cell's summed
+// terms are, per measure, Σx, Σx², Σq, Σq², Σx·q, then each ratio pair's Σx·y, then each
+// measure's count of values left out (see contributionsSQL). The terms come back as columns rather than one array
 // per cell: a pass reads tens of thousands of cells, and scanning an array allocates.
 func readCells(ctx context.Context, conn store.Conn, p *plan, gen uint64, ratios int) (map[cellKey]*cell, error) {
 	measures := len(p.measures)
