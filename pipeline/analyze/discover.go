@@ -313,7 +313,7 @@ func foldCells(cells map[cellKey]*cell, m *monitor, prop string, small []string)
 	folded := map[cellKey]*cell{}
 	add := func(k cellKey, c *cell) {
 		if folded[k] == nil {
-			folded[k] = &cell{m: make([]moments, len(c.m)), ratios: make([]float64, len(c.ratios)), bad: make([]float64, len(c.bad))}
+			folded[k] = c.emptyLike()
 		}
 		folded[k].add(c, 1)
 	}
@@ -335,6 +335,11 @@ func foldCells(cells map[cellKey]*cell, m *monitor, prop string, small []string)
 		}
 		cells[k] = c
 	}
+}
+
+// emptyLike is a cell with no users, shaped like c (its measures, ratios and counts).
+func (c *cell) emptyLike() *cell {
+	return &cell{m: make([]moments, len(c.m)), ratios: make([]float64, len(c.ratios)), bad: make([]float64, len(c.bad))}
 }
 
 // add adds sign × o's sums to c.

@@ -92,9 +92,7 @@ func (p *plan) contributionsSQL(ratioPairs [][2]int, gen uint64, touched string)
 	if touched != "" {
 		built = 0
 		props, segs = spelled("a_day")
-		if p.hasSetValues() {
-			rows += "\nANY LEFT JOIN (" + p.setValuesSQL("a_set") + ") AS ss USING a_set"
-		}
+		rows += p.joinSetValues("a_set")
 	}
 	s := "emptyArrayFloat64()"
 	if len(terms) > 0 {
@@ -119,10 +117,7 @@ func (p *plan) contributionsSQL(ratioPairs [][2]int, gen uint64, touched string)
 		nprops, nsegs := spelled("day")
 		neg := "(\n  SELECT gen, uh, flag, variant, set_id, day, s, sum(sign) AS live FROM contributions\n" +
 			fmt.Sprintf("  WHERE gen = %d AND uh IN (SELECT uh FROM %s)\n", gen, touched) +
-			"  GROUP BY gen, uh, flag, variant, set_id, day, s HAVING live != 0) AS n"
-		if p.hasSetValues() {
-			neg += "\nANY LEFT JOIN (" + p.setValuesSQL("set_id") + ") AS ss USING set_id"
-		}
+			"  GROUP BY gen, uh, flag, variant, set_id, day, s HAVING live != 0) AS n" + p.joinSetValues("set_id")
 		fmt.Fprintf(&b, "UNION ALL\nSELECT gen, uh, flag, variant, %s, %s, s, toInt8(-live), toUInt8(0), set_id, day FROM %s\n", nprops, nsegs, neg)
 	}
 	fmt.Fprintf(&b, "SETTINGS max_bytes_before_external_group_by = %d, max_block_size = %d", externalGroupByBytes, stateBlockRows)
@@ -134,9 +129,7 @@ func (p *plan) contributionsSQL(ratioPairs [][2]int, gen uint64, touched string)
 // their set's values and spread over their cells, as groupedSQL does.
 func (p *plan) cellSumsSQL(gen uint64) string {
 	keys := "day"
-	v := ""
 	if p.hasSetValues() {
-		v = p.setValuesSQL("set_id")
 		keys = "set_id, day"
 	}
 	rows := fmt.Sprintf(`(
@@ -145,9 +138,7 @@ func (p *plan) cellSumsSQL(gen uint64) string {
   FROM contributions WHERE gen = %d AND built = 1
   GROUP BY gen, fv, %s
 ) AS g`, keys, gen, keys)
-	if v != "" {
-		rows += "\nANY LEFT JOIN (" + v + ") AS ss USING set_id"
-	}
+	rows += p.joinSetValues("set_id")
 	sp := p.spreadSQL("day")
 	return fmt.Sprintf(`INSERT INTO cell_sums (gen, flag, variant, seg_prop, seg_value, n_state, s_state)
 SELECT gen, any(c_flag), any(c_variant), %s, %s, sumState(toInt64(g_n)), sumForEachState(g_s)

@@ -38,7 +38,7 @@ var joinMetrics = []config.Metric{
 }
 
 // capsBound counts, per capped metric, the users whose value the cap lowered in the
-// last bruteForce: the capped metrics must test a cap that binds.
+// bruteForce runs so far: the capped metrics must test a cap that binds.
 var capsBound = map[string]int{}
 
 const prePeriod = 7 * 24 * time.Hour

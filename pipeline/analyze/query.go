@@ -337,7 +337,7 @@ func (p *plan) spelled(c spreadCell, first bool, day string) string {
 	case first:
 		return fmt.Sprintf("toString(%s)", day)
 	default:
-		return fmt.Sprintf("if(%s = '', '', concat(toString(%s), '/', %s))", c.value, day, c.value)
+		return fmt.Sprintf("if(%s = '', '', %s)", c.value, cohort(day, c.value))
 	}
 }
 
@@ -365,7 +365,7 @@ func (p *plan) spreadSQL(day string) spreadSQL {
 	}
 	if p.hasDay() {
 		out.keys = day + ", " + out.keys
-		out.value = fmt.Sprintf("if(seg.1 = 0, toString(%s), concat(toString(%s), '/', any(seg.3)))", day, day)
+		out.value = fmt.Sprintf("if(seg.1 = 0, toString(%s), %s)", day, cohort(day, "any(seg.3)"))
 	}
 	return out
 }
@@ -379,12 +379,10 @@ func (p *plan) derive(cells map[cellKey]*cell) {
 	}
 	sums := map[cellKey]*cell{}
 	add := func(k cellKey, c *cell) {
-		d := sums[k]
-		if d == nil {
-			d = &cell{m: make([]moments, len(c.m)), ratios: make([]float64, len(c.ratios)), bad: make([]float64, len(c.bad))}
-			sums[k] = d
+		if sums[k] == nil {
+			sums[k] = c.emptyLike()
 		}
-		d.add(c, 1)
+		sums[k].add(c, 1)
 	}
 	for k, c := range cells {
 		switch {
@@ -430,17 +428,20 @@ func (p *plan) setValuesSQL(id string) string {
 
 // hasSetValues says whether the plan has segment columns besides the exposure day, so
 // its rows are keyed by segment property set.
-func (p *plan) hasSetValues() bool { return len(p.valueColumns()) > 0 }
+func (p *plan) hasSetValues() bool { return p.setValuesSQL("") != "" }
 
-// valueColumns are the columns setValuesSQL adds.
-func (p *plan) valueColumns() []string {
-	var out []string
-	for i, s := range p.columns() {
-		if s != ExposureDay {
-			out = append(out, fmt.Sprintf("a_s%d", i))
-		}
+// joinSetValues joins a level keyed by the set-id column id to its set's segment values
+// (setValuesSQL): "" when the plan has none.
+func (p *plan) joinSetValues(id string) string {
+	if !p.hasSetValues() {
+		return ""
 	}
-	return out
+	return "\nANY LEFT JOIN (" + p.setValuesSQL(id) + ") AS ss USING " + id
+}
+
+// cohort is the SQL of a value's exposure-day cohort as cell keys spell it, day/value.
+func cohort(day, value string) string {
+	return fmt.Sprintf("concat(toString(%s), '/', %s)", day, value)
 }
 
 // groupedSQL is the pass query that computes every cell from scratch. Shape (every name unique, because 18.16 does
@@ -516,10 +517,7 @@ func (p *plan) groupedSQL(ratioPairs [][2]int) string {
 		b.WriteString(", " + x)
 	}
 	b.WriteString("\n  FROM (\n" + ps.sql + "\n  )\n")
-	b.WriteString("  GROUP BY " + keys + "\n  ) AS g")
-	if p.hasSetValues() {
-		b.WriteString("\n  ANY LEFT JOIN (" + p.setValuesSQL("a_set") + ") AS ss USING a_set")
-	}
+	b.WriteString("  GROUP BY " + keys + "\n  ) AS g" + p.joinSetValues("a_set"))
 	b.WriteString("\n)\n" + sp.arrayJoin + "\nWHERE " + sp.where + "\nGROUP BY fv, " + sp.keys + "\n")
 	// The (flag, variant, set, day) groups are many when sets are: let them spill to
 	// disk rather than fail the pass.
