@@ -10,21 +10,22 @@ import (
 // Incremental passes (schemas/clickhouse/0040_incremental.sql). A generation is the
 // per-(flag, user) contributions of one plan, built once from every (flag, user) and
 // then kept current: each pass recomputes the users with new events or exposures since
-// the last pass (touched_users) and inserts, in one INSERT, their live contribution rows
-// with the opposite sign and their new rows. A view sums those rows into cell_sums as
-// they are inserted, so a pass reads a few thousand cells, not the data. The build of a
-// generation is the exception (0050): its rows skip the view, and cellSumsSQL sums them
-// into cell_sums in one grouped query after the insert — a build whose sums are missing
-// has no watermark yet and is never read. The cells equal those of groupedSQL over the
-// same data (TestIncrementalEqualsRecompute).
+// the last pass (touched_users) and inserts, in one INSERT, the difference between
+// their new rows and their live ones: the live rows that changed with the opposite
+// sign, the changed rows with sign +1, nothing for a row that did not change. A view
+// sums those rows into cell_sums as they are inserted, so a pass reads a few thousand
+// cells, not the data. The build of a generation is the exception (0050): its rows skip
+// the view, and cellSumsSQL sums them into cell_sums in one grouped query after the
+// insert — a build whose sums are missing has no watermark yet and is never read. The
+// cells equal those of groupedSQL over the same data (TestIncrementalEqualsRecompute).
 //
 // Why it holds under failure: a row is live while its signs sum to a positive count, and
-// a pass nets every row of the users it recomputes to zero before adding their new rows.
-// A pass that fails after inserting part or all of its rows, before recording its
-// watermark, is followed by one that recomputes the same users from what was inserted,
-// which nets out. Passes that write take a lease, one at a time. What would drift — a server
-// crash between a contributions part and its view's part — is bounded by rebuilding the
-// generation every RebuildEvery.
+// a pass brings every row of the users it recomputes to its new count (1 for a row it
+// computes, 0 for one it does not). A pass that fails after inserting part or all of its
+// rows, before recording its watermark, is followed by one that recomputes the same
+// users from what was inserted, which completes it. Passes that write take a lease, one
+// at a time. What would drift — a server crash between a contributions part and its
+// view's part — is bounded by rebuilding the generation every RebuildEvery.
 
 // touchMargin is how far before the last watermark a pass looks for touched users: an
 // insert stamps its rows when it starts and they become visible when it ends, so a
@@ -59,7 +60,7 @@ func (p *plan) id(ratioPairs [][2]int) uint64 {
 }
 
 // contributionsSQL inserts generation gen's rows: every (flag, user) when touched is
-// empty, else, for the touched users, their live rows negated and their new rows.
+// empty, else, for the touched users, what changed since their live rows.
 func (p *plan) contributionsSQL(ratioPairs [][2]int, gen uint64, touched string) string {
 	ps := p.pairs(ratioPairs, touched)
 	var terms []string
@@ -73,27 +74,6 @@ func (p *plan) contributionsSQL(ratioPairs [][2]int, gen uint64, touched string)
 	for i := range p.measures {
 		terms = append(terms, fmt.Sprintf("b%d", i))
 	}
-	// A row's segment values are its set and its exposure day. The view that sums rows
-	// into cells as they are inserted needs its cells spelled out (spread), so a pass's
-	// rows carry them; a build's are many, cost several times the build's query to spell
-	// out, and are summed by cellSumsSQL instead: they are marked built, which the view
-	// skips, and carry none.
-	props, segs := "emptyArrayString()", "emptyArrayString()"
-	spelled := func(day string) (string, string) {
-		var ps, vs []string
-		for i, c := range p.spread() {
-			ps = append(ps, quote(c.prop))
-			vs = append(vs, p.spelled(c, i == 0, day))
-		}
-		return "[" + strings.Join(ps, ", ") + "]", "[" + strings.Join(vs, ", ") + "]"
-	}
-	built := 1
-	rows := "(\n" + ps.sql + "\n) AS pr"
-	if touched != "" {
-		built = 0
-		props, segs = spelled("a_day")
-		rows += p.joinSetValues("a_set")
-	}
 	s := "emptyArrayFloat64()"
 	if len(terms) > 0 {
 		s = "[" + strings.Join(terms, ", ") + "]"
@@ -105,20 +85,39 @@ func (p *plan) contributionsSQL(ratioPairs [][2]int, gen uint64, touched string)
 	}
 	var b strings.Builder
 	b.WriteString("INSERT INTO contributions (gen, uh, flag, variant, seg_props, segs, s, sign, built, set_id, day)\n")
-	// NOT ignore(a_first) names a_first, which 18.16 would otherwise prune from the
-	// level below although the measures' lambdas use it.
-	fmt.Fprintf(&b, "SELECT toUInt64(%d) AS c_gen, u_id AS c_uh, a_flag AS c_flag, a_variant AS c_variant, %s AS c_props, %s AS c_segs, %s AS c_s, toInt8(1) AS c_sign, toUInt8(%d) AS c_built, %s AS c_set, a_day AS c_day\nFROM %s\nWHERE NOT ignore(a_first)\n",
-		gen, props, segs, s, built, set, rows)
-	if touched != "" {
-		// Every row of these users nets to zero, not only the live ones: a row left at −1
-		// (by passes that overlapped despite the lease) is put right too. A row is its
-		// (flag, variant, set, day) and terms; the negation spells its values out again,
-		// as the rows of this pass do, so the view takes them out of the same cells.
-		nprops, nsegs := spelled("day")
-		neg := "(\n  SELECT gen, uh, flag, variant, set_id, day, s, sum(sign) AS live FROM contributions\n" +
-			fmt.Sprintf("  WHERE gen = %d AND uh IN (SELECT uh FROM %s)\n", gen, touched) +
-			"  GROUP BY gen, uh, flag, variant, set_id, day, s HAVING live != 0) AS n" + p.joinSetValues("set_id")
-		fmt.Fprintf(&b, "UNION ALL\nSELECT gen, uh, flag, variant, %s, %s, s, toInt8(-live), toUInt8(0), set_id, day FROM %s\n", nprops, nsegs, neg)
+	rows := "(\n" + ps.sql + "\n) AS pr"
+	if touched == "" {
+		// A build's rows are many; spelling out their cells for the view below would cost
+		// several times the build's query. They are marked built, which the view skips,
+		// carry no cells, and are summed by cellSumsSQL instead.
+		// NOT ignore(a_first) names a_first, which 18.16 would otherwise prune from the
+		// level below although the measures' lambdas use it.
+		fmt.Fprintf(&b, "SELECT toUInt64(%d) AS c_gen, u_id AS c_uh, a_flag AS c_flag, a_variant AS c_variant, emptyArrayString() AS c_props, emptyArrayString() AS c_segs, %s AS c_s, toInt8(1) AS c_sign, toUInt8(1) AS c_built, %s AS c_set, a_day AS c_day\nFROM %s\nWHERE NOT ignore(a_first)\n",
+			gen, s, set, rows)
+	} else {
+		// A pass inserts, per (user, flag, variant, set, day, terms), the new count less the
+		// live one: each user's new rows (+1) and every row it has (its signs, negated),
+		// summed. A row a pass computes again unchanged — most of them: a user's new event
+		// falls outside most of its flags' windows, a new exposure concerns one flag of
+		// many — nets to nothing and is not inserted, so the view below spreads only what
+		// changed. Every row of these users is counted, not only the live ones: a row left
+		// at −1 (by passes that overlapped despite the lease) is put right too. Terms
+		// computed again in another order (a float sum) differ in their last bits: such a
+		// row is replaced, as it would be if it had changed.
+		diff := "(\n  SELECT uh, flag, variant, set_id, day, s, sum(d_sign) AS d FROM (\n" +
+			fmt.Sprintf("    SELECT u_id AS uh, toString(a_flag) AS flag, a_variant AS variant, %s AS set_id, a_day AS day, %s AS s, toInt64(1) AS d_sign\n", set, s) +
+			"    FROM " + rows + "\n    WHERE NOT ignore(a_first)\n  UNION ALL\n" +
+			fmt.Sprintf("    SELECT uh, toString(flag), variant, set_id, day, s, -toInt64(sign) FROM contributions WHERE gen = %d AND uh IN (SELECT uh FROM %s)\n", gen, touched) +
+			"  ) GROUP BY uh, flag, variant, set_id, day, s HAVING d != 0) AS n" + p.joinSetValues("set_id")
+		// The view that sums rows into cells as they are inserted needs its cells spelled
+		// out: a row's exposure day and each of its set's values' exposure-day cohort.
+		var props, segs []string
+		for i, c := range p.spread() {
+			props = append(props, quote(c.prop))
+			segs = append(segs, p.spelled(c, i == 0, "day"))
+		}
+		fmt.Fprintf(&b, "SELECT toUInt64(%d), uh, flag, variant, [%s], [%s], s, toInt8(d), toUInt8(0), set_id, day FROM %s\n",
+			gen, strings.Join(props, ", "), strings.Join(segs, ", "), diff)
 	}
 	fmt.Fprintf(&b, "SETTINGS max_bytes_before_external_group_by = %d, max_block_size = %d", externalGroupByBytes, stateBlockRows)
 	return b.String()
