@@ -111,9 +111,16 @@ core_metrics:
 	before := rowCount()
 	require.NoError(t, conn.Exec(ctx, p.contributionsSQL(ratioPairs, g.gen, touched)))
 	require.Greater(t, rowCount(), before, "the late events changed rows")
+	check("after a pass that died before its watermark")
+
 	// A pass inserts rows for what changed, not for every row of the users it
-	// recomputes: run again over the same users, it finds (almost) nothing to change —
-	// a float sum added up in another order may differ in its last bits.
+	// recomputes: run again over the same users, it finds (almost) nothing to change — a
+	// float sum added up in another order may differ in its last bits. (So may a user's
+	// property set while the assignment state is unmerged, when the user's first two
+	// exposures share a millisecond and differ in properties: argMin keeps whichever part
+	// it reads first. The stream here has such users; merged, they are stable.)
+	require.NoError(t, conn.Exec(ctx, "OPTIMIZE TABLE assignment_state FINAL"))
+	require.NoError(t, conn.Exec(ctx, p.contributionsSQL(ratioPairs, g.gen, touched)))
 	var recomputed uint64
 	require.NoError(t, conn.QueryRow(ctx, fmt.Sprintf(`SELECT count() FROM (SELECT sum(sign) AS live FROM contributions
 		WHERE gen = %d AND uh IN (SELECT uh FROM %s) GROUP BY uh, flag, variant, set_id, day, s HAVING live > 0)`, g.gen, touched)).Scan(&recomputed))
@@ -123,7 +130,7 @@ core_metrics:
 	t.Logf("the same users again: %d live rows recomputed, %d inserted", recomputed, again)
 	require.Greater(t, recomputed, uint64(1000), "the pass recomputed many users")
 	require.Less(t, 20*again, recomputed, "unchanged rows are not inserted again")
-	check("after a pass that died before its watermark")
+	check("after passes over the same users")
 
 	// Two passes at once (say `analyzer once` beside the schedule): one updates, the
 	// other recomputes; both see the right cells, and so does the next.

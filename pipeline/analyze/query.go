@@ -379,10 +379,12 @@ func (p *plan) derive(cells map[cellKey]*cell) {
 	}
 	sums := map[cellKey]*cell{}
 	add := func(k cellKey, c *cell) {
-		if sums[k] == nil {
-			sums[k] = c.emptyLike()
+		s := sums[k]
+		if s == nil {
+			s = c.emptyLike()
+			sums[k] = s
 		}
-		sums[k].add(c, 1)
+		s.add(c, 1)
 	}
 	for k, c := range cells {
 		switch {
