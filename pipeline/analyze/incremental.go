@@ -103,7 +103,8 @@ func (p *plan) contributionsSQL(ratioPairs [][2]int, gen uint64, touched string)
 		// changed. Every row of these users is counted, not only the live ones: a row left
 		// at −1 (by passes that overlapped despite the lease) is put right too. Terms
 		// computed again in another order (a float sum) differ in their last bits: such a
-		// row is replaced, as it would be if it had changed.
+		// row is replaced, as it would be if it had changed. (Flag keys are LowCardinality
+		// on servers that have it; both branches read them as String so the union agrees.)
 		diff := "(\n  SELECT uh, flag, variant, set_id, day, s, sum(d_sign) AS d FROM (\n" +
 			fmt.Sprintf("    SELECT u_id AS uh, toString(a_flag) AS flag, a_variant AS variant, %s AS set_id, a_day AS day, %s AS s, toInt64(1) AS d_sign\n", set, s) +
 			"    FROM " + rows + "\n    WHERE NOT ignore(a_first)\n  UNION ALL\n" +
