@@ -85,7 +85,7 @@ func (p *plan) contributionsSQL(ratioPairs [][2]int, gen uint64, touched string)
 	}
 	var b strings.Builder
 	b.WriteString("INSERT INTO contributions (gen, uh, flag, variant, seg_props, segs, s, sign, built, set_id, day)\n")
-	rows := "(\n" + ps.sql + "\n) AS pr"
+	rows := "(\n" + ps + "\n) AS pr"
 	if touched == "" {
 		// A build's rows are many; spelling out their cells for the view below would cost
 		// several times the build's query. They are marked built, which the view skips,

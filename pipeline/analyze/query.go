@@ -142,17 +142,12 @@ func assignmentsFinal() string {
 	return b.String()
 }
 
-// pairsSQL is the per-(flag, user) level of a pass: columns a_flag, a_variant, a_set
-// (the first exposure's segment property set) and a_day (its day) — the keys — u_id,
-// a_first, the measures m0…, q0… and the ratio products r0….
-type pairsSQL struct {
-	sql, keys string
-}
-
-// pairs builds the per-(flag, user) rows, for every user, or with touched (a table
-// expression with columns uh and distinct_id, e.g. "touched_users WHERE at >= …") for
-// those users only.
-func (p *plan) pairs(ratioPairs [][2]int, touched string) pairsSQL {
+// pairs builds the per-(flag, user) level of a pass — columns a_flag, a_variant, a_set
+// (the first exposure's segment property set; none without segment properties), a_day
+// (its day), u_id, a_first, the measures m0…, q0… and the ratio products r0… — for
+// every user, or with touched (a table expression with columns uh and distinct_id, e.g.
+// "touched_users WHERE at >= …") for those users only.
+func (p *plan) pairs(ratioPairs [][2]int, touched string) string {
 	var b strings.Builder
 	// Measured events, in name order, and the numeric properties each one needs.
 	var evList []string
@@ -265,7 +260,7 @@ func (p *plan) pairs(ratioPairs [][2]int, touched string) pairsSQL {
 	b.WriteString("ANY LEFT JOIN (\n  SELECT cityHash64(distinct_id) AS u_id, " + strings.Join(userCols, ", ") + "\n  FROM (\n")
 	b.WriteString(strings.Join(branches, "\n  UNION ALL\n"))
 	b.WriteString("\n  ) GROUP BY u_id\n) AS u USING u_id")
-	return pairsSQL{sql: b.String(), keys: keys}
+	return b.String()
 }
 
 // columns are the segment value columns of the pass query, a_s0… in order: the
@@ -518,7 +513,7 @@ func (p *plan) groupedSQL(ratioPairs [][2]int) string {
 	for _, x := range inner {
 		b.WriteString(", " + x)
 	}
-	b.WriteString("\n  FROM (\n" + ps.sql + "\n  )\n")
+	b.WriteString("\n  FROM (\n" + ps + "\n  )\n")
 	b.WriteString("  GROUP BY " + keys + "\n  ) AS g" + p.joinSetValues("a_set"))
 	b.WriteString("\n)\n" + sp.arrayJoin + "\nWHERE " + sp.where + "\nGROUP BY fv, " + sp.keys + "\n")
 	// The (flag, variant, set, day) groups are many when sets are: let them spill to
